@@ -1,0 +1,451 @@
+package manifests
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	yaml "go.yaml.in/yaml/v3"
+)
+
+// Document is one object read from user input, with where it came from.
+type Document struct {
+	File   string
+	Index  int // 1-based position of the document in its file
+	Line   int // line of the document's first key
+	Object Object
+	// lines maps a field path (as in FieldError.Field) to its line, so
+	// that validation errors found after decoding can point at the line.
+	lines map[string]int
+}
+
+// LineOf returns the line of field path in the document, or the nearest
+// enclosing field's line, or the document's line.
+func (d *Document) LineOf(path string) int {
+	for p := path; p != ""; {
+		if l, ok := d.lines[p]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(p, ".[")
+		if i < 0 {
+			break
+		}
+		p = p[:i]
+	}
+	return d.Line
+}
+
+// Locate fills in e's file, document, line and object from d.
+func (d *Document) Locate(e *FieldError) *FieldError {
+	e.File, e.Doc = d.File, d.Index
+	if e.Line == 0 {
+		e.Line = d.LineOf(e.Field)
+	}
+	if e.Object == "" && d.Object != nil {
+		e.Object = fmt.Sprintf("%s/%s", d.Object.GetKind(), d.Object.GetMeta().Name)
+	}
+	return e
+}
+
+// Decode reads every YAML document in r strictly. file names the input in
+// errors ("-" for stdin). It returns the documents that decoded and every
+// problem found; when the error is non-nil, the documents must not be used
+// to write anything.
+func Decode(file string, r io.Reader) ([]Document, error) {
+	dec := yaml.NewDecoder(r)
+	var (
+		docs []Document
+		errs ErrorList
+	)
+	for index := 1; ; index++ {
+		var root yaml.Node
+		err := dec.Decode(&root)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			errs = append(errs, &FieldError{File: file, Doc: index, Line: yamlErrorLine(err), Msg: cleanYAMLError(err)})
+			break // the stream cannot be resynchronised after a syntax error
+		}
+		if len(root.Content) == 0 || isNull(root.Content[0]) {
+			continue // an empty document, such as a trailing "---"
+		}
+		doc, derrs := decodeDocument(file, index, root.Content[0])
+		errs = append(errs, derrs...)
+		if doc != nil {
+			docs = append(docs, *doc)
+		}
+	}
+	return docs, errs.Err()
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
+}
+
+var yamlLineRE = regexp.MustCompile(`line (\d+)`)
+
+func yamlErrorLine(err error) int {
+	m := yamlLineRE.FindStringSubmatch(err.Error())
+	if m == nil {
+		return 0
+	}
+	var n int
+	fmt.Sscanf(m[1], "%d", &n)
+	return n
+}
+
+func cleanYAMLError(err error) string {
+	s := strings.TrimPrefix(err.Error(), "yaml: ")
+	return "malformed YAML: " + s
+}
+
+func decodeDocument(file string, index int, n *yaml.Node) (*Document, ErrorList) {
+	loc := func(line int, field, msg string) *FieldError {
+		return &FieldError{File: file, Doc: index, Line: line, Field: field, Msg: msg}
+	}
+	if n.Kind != yaml.MappingNode {
+		return nil, ErrorList{loc(n.Line, "", "expected a mapping with apiVersion, kind, metadata and spec, got "+describeNode(n))}
+	}
+	var errs ErrorList
+	apiVersion, avLine := scalarField(n, "apiVersion")
+	kind, kindLine := scalarField(n, "kind")
+	switch {
+	case apiVersion == "":
+		errs = append(errs, loc(n.Line, "apiVersion", "required (use "+APIVersion+")"))
+	case apiVersion != APIVersion:
+		errs = append(errs, loc(avLine, "apiVersion", fmt.Sprintf("unsupported apiVersion %q (use %s)", apiVersion, APIVersion)))
+	}
+	obj, err := New(Kind(kind))
+	if kind == "" {
+		errs = append(errs, loc(n.Line, "kind", "required (one of Deployment, SecretBundle, Credentials)"))
+	} else if err != nil {
+		errs = append(errs, loc(kindLine, "kind", fmt.Sprintf("unknown kind %q (one of Deployment, SecretBundle, Credentials)", kind)))
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	doc := &Document{File: file, Index: index, Line: n.Line, Object: obj, lines: map[string]int{}}
+	w := walker{doc: doc}
+	w.walk(n, reflect.TypeOf(obj).Elem(), "")
+	errs = append(errs, w.errs...)
+	if len(errs) > 0 {
+		for _, e := range errs {
+			doc.Locate(e)
+		}
+		return nil, errs
+	}
+	var generic any
+	if err := n.Decode(&generic); err != nil {
+		return nil, ErrorList{loc(n.Line, "", err.Error())}
+	}
+	raw, err := json.Marshal(generic)
+	if err != nil {
+		return nil, ErrorList{loc(n.Line, "", err.Error())}
+	}
+	if err := json.Unmarshal(raw, obj); err != nil {
+		// The walk checked every type; this is a safety net.
+		return nil, ErrorList{loc(n.Line, "", err.Error())}
+	}
+	return doc, nil
+}
+
+func scalarField(m *yaml.Node, key string) (string, int) {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key && m.Content[i+1].Kind == yaml.ScalarNode {
+			return m.Content[i+1].Value, m.Content[i+1].Line
+		}
+	}
+	return "", 0
+}
+
+// walker checks a YAML node tree against a Go type: every mapping key must
+// be a field of the struct it fills, and every scalar must have the type of
+// its field. It records each field's line for later errors.
+type walker struct {
+	doc  *Document
+	errs ErrorList
+}
+
+var timeType = reflect.TypeOf(time.Time{})
+
+func (w *walker) fail(n *yaml.Node, path, msg string) {
+	w.errs = append(w.errs, &FieldError{Line: n.Line, Field: path, Msg: msg})
+}
+
+func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if path != "" {
+		w.doc.lines[path] = n.Line
+	}
+	if isNull(n) {
+		return // null is the zero value of anything
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case t == timeType:
+		if n.Kind != yaml.ScalarNode {
+			w.fail(n, path, "expected a timestamp, got "+describeNode(n))
+		}
+	case t.Kind() == reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			w.fail(n, path, "expected a mapping, got "+describeNode(n))
+			return
+		}
+		fields := jsonFields(t)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			sub := joinPath(path, k.Value)
+			ft, ok := fields[k.Value]
+			if !ok {
+				w.fail(k, sub, fmt.Sprintf("unknown field %q%s", k.Value, suggest(k.Value, fields)))
+				continue
+			}
+			w.walk(v, ft, sub)
+		}
+	case t.Kind() == reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			w.fail(n, path, "expected a mapping, got "+describeNode(n))
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			w.walk(v, t.Elem(), joinPath(path, k.Value))
+		}
+	case t.Kind() == reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			w.fail(n, path, "expected a list, got "+describeNode(n))
+			return
+		}
+		for i, item := range n.Content {
+			w.walk(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
+		}
+	case t.Kind() == reflect.String:
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!str" {
+			msg := "expected a string, got " + describeNode(n)
+			if n.Kind == yaml.ScalarNode {
+				msg += fmt.Sprintf(" (quote it: %q)", n.Value)
+			}
+			w.fail(n, path, msg)
+		}
+	case t.Kind() == reflect.Bool:
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
+			w.fail(n, path, "expected true or false, got "+describeNode(n))
+		}
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64:
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
+			w.fail(n, path, "expected an integer, got "+describeNode(n))
+		}
+	}
+}
+
+func joinPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func describeNode(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		switch n.Tag {
+		case "!!str":
+			return "a string"
+		case "!!int":
+			return "an integer"
+		case "!!float":
+			return "a number"
+		case "!!bool":
+			return "a boolean"
+		case "!!null":
+			return "null"
+		}
+		return "a scalar"
+	}
+	return "an unexpected node"
+}
+
+// jsonFields maps the JSON names of t's fields, including inlined embedded
+// structs, to their types.
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		name, _, _ := strings.Cut(tag, ",")
+		if f.Anonymous && name == "" {
+			for k, v := range jsonFields(f.Type) {
+				out[k] = v
+			}
+			continue
+		}
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		out[name] = f.Type
+	}
+	return out
+}
+
+// suggest offers the known field closest to a misspelt one.
+func suggest(got string, fields map[string]reflect.Type) string {
+	best, bestD := "", 3
+	for k := range fields {
+		if d := editDistance(strings.ToLower(got), strings.ToLower(k)); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// LoadOptions say how Load walks its sources.
+type LoadOptions struct {
+	// Recursive descends into subdirectories.
+	Recursive bool
+	// Stdin is read for the source "-".
+	Stdin io.Reader
+}
+
+// Load reads, defaults and validates every object in the given files and
+// directories ("-" is stdin). It reports every problem in every source at
+// once, including the same object defined twice; when the error is
+// non-nil nothing must be written.
+func Load(sources []string, opts LoadOptions) ([]Document, error) {
+	var (
+		docs []Document
+		errs ErrorList
+	)
+	add := func(file string, r io.Reader) {
+		d, err := Decode(file, r)
+		docs = append(docs, d...)
+		var l ErrorList
+		if errors.As(err, &l) {
+			errs = append(errs, l...)
+		} else if err != nil {
+			errs = append(errs, &FieldError{File: file, Msg: err.Error()})
+		}
+	}
+	for _, src := range sources {
+		if src == "-" {
+			if opts.Stdin == nil {
+				errs = append(errs, &FieldError{File: "-", Msg: "no standard input"})
+				continue
+			}
+			add("-", opts.Stdin)
+			continue
+		}
+		files, err := manifestFiles(src, opts.Recursive)
+		if err != nil {
+			errs = append(errs, &FieldError{File: src, Msg: err.Error()})
+			continue
+		}
+		for _, f := range files {
+			fh, err := os.Open(f)
+			if err != nil {
+				errs = append(errs, &FieldError{File: f, Msg: err.Error()})
+				continue
+			}
+			add(f, fh)
+			fh.Close()
+		}
+	}
+	errs = append(errs, Check(docs)...)
+	return docs, errs.Err()
+}
+
+// Check defaults and validates decoded documents and refuses the same
+// object defined twice.
+func Check(docs []Document) ErrorList {
+	var errs ErrorList
+	seen := map[string]*Document{}
+	for i := range docs {
+		d := &docs[i]
+		Default(d.Object)
+		for _, e := range Validate(d.Object) {
+			errs = append(errs, d.Locate(e))
+		}
+		key := fmt.Sprintf("%s/%s", d.Object.GetKind(), d.Object.GetMeta().Name)
+		if first, ok := seen[key]; ok && d.Object.GetMeta().Name != "" {
+			errs = append(errs, d.Locate(&FieldError{Field: "metadata.name", Msg: fmt.Sprintf("%s is defined twice; first in %s document %d", key, first.File, first.Index)}))
+			continue
+		}
+		seen[key] = d
+	}
+	return errs
+}
+
+// manifestFiles lists the YAML and JSON files of src in lexical order.
+func manifestFiles(src string, recursive bool) ([]string, error) {
+	fi, err := os.Stat(src)
+	if err != nil {
+		return nil, fmt.Errorf("read: %w", err)
+	}
+	if !fi.IsDir() {
+		return []string{src}, nil
+	}
+	var files []string
+	err = filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if p != src && (!recursive || strings.HasPrefix(d.Name(), ".")) {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		switch strings.ToLower(filepath.Ext(p)) {
+		case ".yaml", ".yml", ".json":
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(files)
+	return files, nil
+}

@@ -1,0 +1,425 @@
+package manifests
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// APIVersion is the only apiVersion anycloud serves.
+const APIVersion = "anycloud.dev/v1"
+
+// Kind names a type of object.
+type Kind string
+
+// The kinds anycloud knows.
+const (
+	KindDeployment   Kind = "Deployment"
+	KindSecretBundle Kind = "SecretBundle"
+	KindCredentials  Kind = "Credentials"
+)
+
+// Kinds lists every kind in the order apply writes them: what is referenced
+// before what references it.
+var Kinds = []Kind{KindCredentials, KindSecretBundle, KindDeployment}
+
+// Well-known finalizers and annotations.
+const (
+	// FinalizerInUse holds a SecretBundle or Credentials object that was
+	// deleted declaratively while deployments still name it.
+	FinalizerInUse = "anycloud.dev/in-use"
+	// FinalizerVM holds a Deployment until its VM is terminated.
+	FinalizerVM = "anycloud.dev/vm"
+	// AnnotationRestartedAt is bumped by `anycloud resubmit`: the controller
+	// replaces the VM when it differs from the one the VM was made for.
+	AnnotationRestartedAt = "anycloud.dev/restartedAt"
+	// AnnotationCreatedBy records the verb that wrote an object imperatively
+	// ("submit", "secrets-new", "credentials-new").
+	AnnotationCreatedBy = "anycloud.dev/created-by"
+)
+
+// LocalCredentials is the name of the built-in credentials that select the
+// machine's Docker engine. It always exists.
+const LocalCredentials = "local"
+
+// TypeMeta says what an object is.
+type TypeMeta struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       Kind   `json:"kind"`
+}
+
+// ObjectMeta is the metadata every object carries. Name is set by the user;
+// the rest is maintained by the store.
+type ObjectMeta struct {
+	Name string `json:"name"`
+	// UID is unique over time: an object deleted and created again under the
+	// same name gets a new one.
+	UID string `json:"uid,omitempty"`
+	// ResourceVersion changes on every write; a write that names a stale one
+	// is refused (optimistic concurrency).
+	ResourceVersion string `json:"resourceVersion,omitempty"`
+	// Generation is bumped only when the spec changes.
+	Generation        int64             `json:"generation,omitempty"`
+	CreationTimestamp time.Time         `json:"creationTimestamp,omitzero"`
+	DeletionTimestamp *time.Time        `json:"deletionTimestamp,omitempty"`
+	Finalizers        []string          `json:"finalizers,omitempty"`
+	Labels            map[string]string `json:"labels,omitempty"`
+	Annotations       map[string]string `json:"annotations,omitempty"`
+}
+
+// HasFinalizer reports whether f is among m's finalizers.
+func (m *ObjectMeta) HasFinalizer(f string) bool {
+	for _, x := range m.Finalizers {
+		if x == f {
+			return true
+		}
+	}
+	return false
+}
+
+// AddFinalizer adds f once.
+func (m *ObjectMeta) AddFinalizer(f string) {
+	if !m.HasFinalizer(f) {
+		m.Finalizers = append(m.Finalizers, f)
+	}
+}
+
+// RemoveFinalizer removes f if present.
+func (m *ObjectMeta) RemoveFinalizer(f string) {
+	out := m.Finalizers[:0]
+	for _, x := range m.Finalizers {
+		if x != f {
+			out = append(out, x)
+		}
+	}
+	m.Finalizers = out
+	if len(out) == 0 {
+		m.Finalizers = nil
+	}
+}
+
+// Object is what the store keeps: any of the kinds.
+type Object interface {
+	GetKind() Kind
+	GetMeta() *ObjectMeta
+	// SpecJSON is the canonical encoding of the spec; the store bumps
+	// generation when it changes.
+	SpecJSON() []byte
+	// StatusJSON is the canonical encoding of the status.
+	StatusJSON() []byte
+}
+
+// Condition types and statuses.
+const (
+	ConditionReady       = "Ready"
+	ConditionReconciling = "Reconciling"
+	ConditionStalled     = "Stalled"
+
+	ConditionTrue    = "True"
+	ConditionFalse   = "False"
+	ConditionUnknown = "Unknown"
+)
+
+// Condition is one observation of an object's state, as in Kubernetes.
+type Condition struct {
+	Type   string `json:"type"`
+	Status string `json:"status"`
+	Reason string `json:"reason,omitempty"`
+	// Message is for people. It never contains a secret value.
+	Message string `json:"message,omitempty"`
+	// LastTransitionTime changes only when status, reason or message do.
+	LastTransitionTime time.Time `json:"lastTransitionTime,omitzero"`
+	ObservedGeneration int64     `json:"observedGeneration,omitempty"`
+}
+
+// Deployment is a container workload that runs on one VM.
+type Deployment struct {
+	TypeMeta `json:",inline"`
+	Metadata ObjectMeta       `json:"metadata"`
+	Spec     DeploymentSpec   `json:"spec"`
+	Status   DeploymentStatus `json:"status,omitzero"`
+}
+
+// DeploymentSpec is what the user asks for.
+type DeploymentSpec struct {
+	// Image is the container image the VM runs.
+	Image string `json:"image"`
+	// Command overrides the image's entrypoint arguments.
+	Command []string `json:"command,omitempty"`
+	// Credentials names a Credentials object; "local" is the machine's
+	// Docker engine.
+	Credentials string `json:"credentials"`
+	// VMType is the cloud instance type (for example g6e.xlarge). Defaults
+	// to "local" for the local provider.
+	VMType string `json:"vmType,omitempty"`
+	// Spot asks for spot capacity, recovered automatically when taken back.
+	Spot bool `json:"spot,omitempty"`
+	// Env is plain environment. A key here wins over the same key from a
+	// bundle.
+	Env map[string]string `json:"env,omitempty"`
+	// Secrets names SecretBundles, merged in order into the environment
+	// every time a VM is created.
+	Secrets []string `json:"secrets,omitempty"`
+	// AWS holds settings that only the aws provider reads.
+	AWS *DeploymentAWS `json:"aws,omitempty"`
+}
+
+// DeploymentAWS holds aws-only settings of a Deployment.
+type DeploymentAWS struct {
+	// ImageID is the AMI; empty selects the provider's default.
+	ImageID string `json:"imageId,omitempty"`
+	// Region overrides the credentials' region.
+	Region string `json:"region,omitempty"`
+}
+
+// Deployment phases, for people. Conditions are the contract.
+const (
+	PhasePending     = "Pending"
+	PhaseLaunching   = "Launching"
+	PhaseRunning     = "Running"
+	PhaseRecovering  = "Recovering"
+	PhaseFailed      = "Failed"
+	PhaseTerminating = "Terminating"
+	PhaseActive      = "Active"
+)
+
+// DeploymentStatus is what the control plane observed and did.
+type DeploymentStatus struct {
+	ObservedGeneration int64       `json:"observedGeneration,omitempty"`
+	Phase              string      `json:"phase,omitempty"`
+	Conditions         []Condition `json:"conditions,omitempty"`
+	// VM is the current VM, if any.
+	VM *VMStatus `json:"vm,omitempty"`
+	// Attempt counts VM creations; each gets its own idempotency token.
+	Attempt int `json:"attempt,omitempty"`
+	// Recoveries counts VMs created because the previous one was taken
+	// away without our asking.
+	Recoveries int `json:"recoveries,omitempty"`
+}
+
+// VMStatus describes one VM.
+type VMStatus struct {
+	ID         string    `json:"id"`
+	Market     string    `json:"market,omitempty"` // spot | on-demand | local
+	Address    string    `json:"address,omitempty"`
+	LaunchedAt time.Time `json:"launchedAt,omitzero"`
+	Attempt    int       `json:"attempt,omitempty"`
+	// BundleVersions records the generation of each bundle whose values the
+	// VM received.
+	BundleVersions map[string]int64 `json:"bundleVersions,omitempty"`
+	// RestartedAt is the resubmit marker the VM was created for.
+	RestartedAt string `json:"restartedAt,omitempty"`
+}
+
+// SecretBundle is a named set of write-only secret values. The values
+// themselves never appear in a stored or returned object: the store keeps
+// them sealed beside it and reports only their key names.
+type SecretBundle struct {
+	TypeMeta `json:",inline"`
+	Metadata ObjectMeta         `json:"metadata"`
+	Spec     SecretBundleSpec   `json:"spec"`
+	Status   SecretBundleStatus `json:"status,omitzero"`
+}
+
+// SecretBundleSpec says where values come from. Only FromEnv survives into
+// the store; Sealed and StringData are consumed at apply time.
+type SecretBundleSpec struct {
+	// FromEnv names variables read from the applying process's environment.
+	FromEnv []string `json:"fromEnv,omitempty"`
+	// Sealed holds values encrypted to the control plane by
+	// `anycloud secrets seal`; safe to commit.
+	Sealed map[string]string `json:"sealed,omitempty"`
+	// StringData holds plaintext values; accepted, with a warning.
+	StringData map[string]string `json:"stringData,omitempty"`
+}
+
+// SecretBundleStatus lists key names, never values.
+type SecretBundleStatus struct {
+	Phase     string    `json:"phase,omitempty"`
+	Keys      []string  `json:"keys,omitempty"`
+	UpdatedAt time.Time `json:"updatedAt,omitzero"`
+	// UsedBy lists the deployments that name the bundle.
+	UsedBy []ObjectRef `json:"usedBy,omitempty"`
+}
+
+// ObjectRef names one object.
+type ObjectRef struct {
+	Kind Kind   `json:"kind,omitempty"`
+	Name string `json:"name"`
+	UID  string `json:"uid,omitempty"`
+}
+
+func (r ObjectRef) String() string {
+	if r.UID == "" {
+		return r.Name
+	}
+	return fmt.Sprintf("%s (uid %s)", r.Name, r.UID)
+}
+
+// Credentials says how to reach a cloud.
+type Credentials struct {
+	TypeMeta `json:",inline"`
+	Metadata ObjectMeta        `json:"metadata"`
+	Spec     CredentialsSpec   `json:"spec"`
+	Status   CredentialsStatus `json:"status,omitzero"`
+}
+
+// Providers.
+const (
+	ProviderAWS   = "aws"
+	ProviderLocal = "local"
+)
+
+// CredentialsSpec selects a provider and its settings.
+type CredentialsSpec struct {
+	Provider string          `json:"provider"`
+	AWS      *AWSCredentials `json:"aws,omitempty"`
+}
+
+// AWSCredentials: a named profile, static keys, or (neither) the default
+// AWS credential chain.
+type AWSCredentials struct {
+	Region      string `json:"region,omitempty"`
+	Profile     string `json:"profile,omitempty"`
+	AccessKeyID string `json:"accessKeyId,omitempty"`
+	// SecretAccessKeyFromEnv names an environment variable of the applying
+	// process that holds the secret access key. The key is stored sealed.
+	SecretAccessKeyFromEnv string `json:"secretAccessKeyFromEnv,omitempty"`
+	// EndpointURL points the EC2 client at an emulator or a private
+	// endpoint.
+	EndpointURL string `json:"endpointURL,omitempty"`
+}
+
+// CredentialsStatus tells whether secret material is stored, never what.
+type CredentialsStatus struct {
+	Phase string `json:"phase,omitempty"`
+	// SecretKeys lists the names of stored secret fields.
+	SecretKeys []string    `json:"secretKeys,omitempty"`
+	UsedBy     []ObjectRef `json:"usedBy,omitempty"`
+}
+
+// Kind, meta and canonical encodings for each type.
+
+func (d *Deployment) GetKind() Kind           { return KindDeployment }
+func (d *Deployment) GetMeta() *ObjectMeta    { return &d.Metadata }
+func (d *Deployment) SpecJSON() []byte        { return mustJSON(d.Spec) }
+func (d *Deployment) StatusJSON() []byte      { return mustJSON(d.Status) }
+func (b *SecretBundle) GetKind() Kind         { return KindSecretBundle }
+func (b *SecretBundle) GetMeta() *ObjectMeta  { return &b.Metadata }
+func (b *SecretBundle) SpecJSON() []byte      { return mustJSON(b.Spec) }
+func (b *SecretBundle) StatusJSON() []byte    { return mustJSON(b.Status) }
+func (c *Credentials) GetKind() Kind          { return KindCredentials }
+func (c *Credentials) GetMeta() *ObjectMeta   { return &c.Metadata }
+func (c *Credentials) SpecJSON() []byte       { return mustJSON(c.Spec) }
+func (c *Credentials) StatusJSON() []byte     { return mustJSON(c.Status) }
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// The types above hold only strings, numbers, maps and slices.
+		panic(fmt.Sprintf("manifests: encode: %v", err))
+	}
+	return b
+}
+
+// New returns an empty object of kind k with its TypeMeta set.
+func New(k Kind) (Object, error) {
+	tm := TypeMeta{APIVersion: APIVersion, Kind: k}
+	switch k {
+	case KindDeployment:
+		return &Deployment{TypeMeta: tm}, nil
+	case KindSecretBundle:
+		return &SecretBundle{TypeMeta: tm}, nil
+	case KindCredentials:
+		return &Credentials{TypeMeta: tm}, nil
+	}
+	return nil, fmt.Errorf("unknown kind %q", k)
+}
+
+// Unmarshal decodes one stored or transmitted object of kind k. It is not
+// strict: use Decode for user input.
+func Unmarshal(k Kind, data []byte) (Object, error) {
+	o, err := New(k)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(data, o); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", k, err)
+	}
+	return o, nil
+}
+
+// DeepCopy returns a copy of o that shares nothing with it. Objects read
+// from the store or a cache are copied before they are changed.
+func DeepCopy[T Object](o T) T {
+	b := mustJSON(o)
+	c, err := Unmarshal(o.GetKind(), b)
+	if err != nil {
+		panic(fmt.Sprintf("manifests: copy: %v", err))
+	}
+	return c.(T)
+}
+
+// Ref returns the reference to o.
+func Ref(o Object) ObjectRef {
+	m := o.GetMeta()
+	return ObjectRef{Kind: o.GetKind(), Name: m.Name, UID: m.UID}
+}
+
+// References lists the objects that d names, in order: its credentials,
+// then its bundles.
+func (d *Deployment) References() []ObjectRef {
+	refs := make([]ObjectRef, 0, 1+len(d.Spec.Secrets))
+	if d.Spec.Credentials != "" {
+		refs = append(refs, ObjectRef{Kind: KindCredentials, Name: d.Spec.Credentials})
+	}
+	for _, s := range d.Spec.Secrets {
+		refs = append(refs, ObjectRef{Kind: KindSecretBundle, Name: s})
+	}
+	return refs
+}
+
+// Terminal reports whether d no longer uses what it names: its deletion has
+// finished terminating its VM (no VM finalizer left).
+func (d *Deployment) Terminal() bool {
+	return d.Metadata.DeletionTimestamp != nil && !d.Metadata.HasFinalizer(FinalizerVM)
+}
+
+// FindCondition returns the condition of type t, or nil.
+func FindCondition(conds []Condition, t string) *Condition {
+	for i := range conds {
+		if conds[i].Type == t {
+			return &conds[i]
+		}
+	}
+	return nil
+}
+
+// SetCondition sets c in conds, keeping LastTransitionTime when status,
+// reason and message are unchanged.
+func SetCondition(conds []Condition, c Condition, now time.Time) []Condition {
+	if old := FindCondition(conds, c.Type); old != nil {
+		if old.Status == c.Status && old.Reason == c.Reason && old.Message == c.Message {
+			c.LastTransitionTime = old.LastTransitionTime
+		} else {
+			c.LastTransitionTime = now
+		}
+		*old = c
+		return conds
+	}
+	c.LastTransitionTime = now
+	return append(conds, c)
+}
+
+// RemoveCondition drops the condition of type t.
+func RemoveCondition(conds []Condition, t string) []Condition {
+	out := conds[:0]
+	for _, c := range conds {
+		if c.Type != t {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}

@@ -1,0 +1,198 @@
+package manifests
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// Default fills in what the user may leave out.
+func Default(o Object) {
+	switch o := o.(type) {
+	case *Deployment:
+		if o.Spec.Credentials == "" {
+			o.Spec.Credentials = LocalCredentials
+		}
+	case *Credentials:
+		if o.Spec.Provider == ProviderAWS && o.Spec.AWS == nil {
+			o.Spec.AWS = &AWSCredentials{}
+		}
+	}
+}
+
+var (
+	nameRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
+	envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	labelRE  = regexp.MustCompile(`^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
+)
+
+// ValidateName checks an object name: a DNS label, as Kubernetes names are,
+// because names end up in container names, tags and file names.
+func ValidateName(name string) string {
+	switch {
+	case name == "":
+		return "required"
+	case len(name) > 63:
+		return "must be at most 63 characters"
+	case !nameRE.MatchString(name):
+		return fmt.Sprintf("%q must be lower-case letters, digits and '-', starting and ending with a letter or digit", name)
+	}
+	return ""
+}
+
+// ValidEnvKey reports whether k can be an environment variable name.
+func ValidEnvKey(k string) bool { return envKeyRE.MatchString(k) }
+
+// Validate returns every problem with o's user-written fields.
+func Validate(o Object) ErrorList {
+	var errs ErrorList
+	add := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
+	}
+	m := o.GetMeta()
+	if msg := ValidateName(m.Name); msg != "" {
+		add("metadata.name", "%s", msg)
+	}
+	for k := range m.Labels {
+		if !labelRE.MatchString(k) || len(k) > 253 {
+			add("metadata.labels."+k, "invalid label key")
+		}
+	}
+	switch o := o.(type) {
+	case *Deployment:
+		s := &o.Spec
+		if strings.TrimSpace(s.Image) == "" {
+			add("spec.image", "required")
+		}
+		if msg := ValidateName(s.Credentials); msg != "" {
+			add("spec.credentials", "%s", msg)
+		}
+		seen := map[string]bool{}
+		for i, b := range s.Secrets {
+			f := fmt.Sprintf("spec.secrets[%d]", i)
+			if msg := ValidateName(b); msg != "" {
+				add(f, "%s", msg)
+			} else if seen[b] {
+				add(f, "bundle %q is listed twice", b)
+			}
+			seen[b] = true
+		}
+		for _, k := range sortedKeys(s.Env) {
+			if !ValidEnvKey(k) {
+				add("spec.env."+k, "%q is not a valid environment variable name", k)
+			}
+		}
+	case *SecretBundle:
+		s := &o.Spec
+		where := map[string]string{}
+		note := func(field, k string) {
+			f := field + "." + k
+			if field == "spec.fromEnv" {
+				f = field
+			}
+			switch {
+			case !ValidEnvKey(k):
+				add(f, "%q is not a valid environment variable name", k)
+			case where[k] != "":
+				add(f, "key %q is also set in %s", k, where[k])
+			}
+			where[k] = field
+		}
+		for _, k := range s.FromEnv {
+			note("spec.fromEnv", k)
+		}
+		for _, k := range sortedKeys(s.Sealed) {
+			note("spec.sealed", k)
+		}
+		for _, k := range sortedKeys(s.StringData) {
+			note("spec.stringData", k)
+		}
+		if len(where) == 0 {
+			add("spec", "a bundle needs at least one key in fromEnv, sealed or stringData")
+		}
+	case *Credentials:
+		s := &o.Spec
+		switch s.Provider {
+		case ProviderAWS:
+			if m.Name == LocalCredentials {
+				add("metadata.name", "%q is reserved for the local Docker provider", LocalCredentials)
+			}
+			if a := s.AWS; a != nil {
+				if a.Profile != "" && a.AccessKeyID != "" {
+					add("spec.aws.profile", "set either profile or accessKeyId, not both")
+				}
+				if (a.AccessKeyID == "") != (a.SecretAccessKeyFromEnv == "") {
+					add("spec.aws.secretAccessKeyFromEnv", "accessKeyId and secretAccessKeyFromEnv go together")
+				}
+				if a.EndpointURL != "" && !strings.HasPrefix(a.EndpointURL, "http://") && !strings.HasPrefix(a.EndpointURL, "https://") {
+					add("spec.aws.endpointURL", "must be an http:// or https:// URL")
+				}
+			}
+		case ProviderLocal:
+			if s.AWS != nil {
+				add("spec.aws", "not allowed with provider local")
+			}
+		case "":
+			add("spec.provider", "required (aws or local)")
+		default:
+			add("spec.provider", "unknown provider %q (aws or local)", s.Provider)
+		}
+	}
+	return errs
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// sensitiveWords mark an env key that probably holds a secret.
+var sensitiveWords = []string{"TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL", "PRIVATE", "AUTH", "PWD", "CERT"}
+
+// SensitiveEnvKeys returns the keys of env that look like they hold a
+// secret, sorted. It is advice: such a key belongs in a SecretBundle.
+func SensitiveEnvKeys(env map[string]string) []string {
+	var out []string
+	for _, k := range sortedKeys(env) {
+		u := strings.ToUpper(k)
+		for _, w := range sensitiveWords {
+			if strings.Contains(u, w) {
+				out = append(out, k)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// ParseKind turns the names kubectl users type (singular, plural, short,
+// any case) into a Kind.
+func ParseKind(s string) (Kind, error) {
+	switch strings.ToLower(s) {
+	case "deployment", "deployments", "deploy":
+		return KindDeployment, nil
+	case "secretbundle", "secretbundles", "sb", "secret", "secrets":
+		return KindSecretBundle, nil
+	case "credentials", "credential", "creds", "cred":
+		return KindCredentials, nil
+	}
+	return "", fmt.Errorf("unknown kind %q (deployments|deploy, secretbundles|sb, credentials|creds)", s)
+}
+
+// Plural is the lower-case plural name of k, used in API paths.
+func Plural(k Kind) string {
+	switch k {
+	case KindDeployment:
+		return "deployments"
+	case KindSecretBundle:
+		return "secretbundles"
+	case KindCredentials:
+		return "credentials"
+	}
+	return strings.ToLower(string(k)) + "s"
+}

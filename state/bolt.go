@@ -1,0 +1,865 @@
+package state
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/anycloud/anycloud/manifests"
+	"github.com/anycloud/anycloud/seal"
+)
+
+// DBFile is the store's file name inside the home directory.
+const DBFile = "state.db"
+
+var (
+	bucketMeta   = []byte("meta")
+	bucketSealed = []byte("sealed")
+	bucketUsers  = []byte("users")
+	bucketEvents = []byte("events")
+	keyRV        = []byte("rv")
+	keyCheck     = []byte("keycheck")
+)
+
+// keyCheckIdentity seals a known value at first use, so that opening the
+// store with another key fails at once instead of when a secret is needed.
+const keyCheckIdentity = "anycloud/keycheck"
+
+// maxEvents is how many events are kept per object.
+const maxEvents = 50
+
+// Bolt is the Store in a bbolt file.
+type Bolt struct {
+	db   *bolt.DB
+	keys *seal.Keyring
+	now  func() time.Time
+
+	// mu orders writes with their watch notifications.
+	mu       sync.Mutex
+	watchers map[manifests.Kind]map[*watcher]struct{}
+}
+
+// BoltOptions tune OpenBolt.
+type BoltOptions struct {
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+	// NoSync skips fsync per transaction. Only benchmarks of what is not
+	// the disk set it.
+	NoSync bool
+}
+
+// OpenBolt opens (or makes) the store in home: state.db and the cipher key.
+// A store that holds sealed data and a missing or different key is a hard
+// error; a new key is made only for a store without sealed data.
+func OpenBolt(home string, opts BoltOptions) (*Bolt, error) {
+	if err := seal.EnsureHome(home); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(home, DBFile)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoSync: opts.NoSync})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("open %s: locked by another control plane", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	s := &Bolt{db: db, now: opts.Now, watchers: map[manifests.Kind]map[*watcher]struct{}{}}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if err := s.init(home); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Bolt) init(home string) error {
+	var check []byte
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketSealed, bucketUsers, bucketEvents} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		for _, k := range manifests.Kinds {
+			if _, err := tx.CreateBucketIfNotExists(kindBucket(k)); err != nil {
+				return err
+			}
+		}
+		check = bytes.Clone(tx.Bucket(bucketMeta).Get(keyCheck))
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("init store: %w", err)
+	}
+	keys, err := seal.Load(home, check == nil)
+	if err != nil {
+		return err
+	}
+	if check != nil {
+		if _, err := keys.Open(keyCheckIdentity, check); err != nil {
+			return fmt.Errorf("cipher key %s does not open the sealed data in %s: it is not the key this store was made with; restore the right key (nothing was changed)", keys.Path(), filepath.Join(home, DBFile))
+		}
+	}
+	s.keys = keys
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if check == nil {
+			sealed, err := keys.Seal(keyCheckIdentity, []byte("anycloud"))
+			if err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketMeta).Put(keyCheck, sealed); err != nil {
+				return err
+			}
+		}
+		// The local credentials always exist.
+		if tx.Bucket(kindBucket(manifests.KindCredentials)).Get([]byte(manifests.LocalCredentials)) == nil {
+			c := &manifests.Credentials{
+				TypeMeta: manifests.TypeMeta{APIVersion: manifests.APIVersion, Kind: manifests.KindCredentials},
+				Metadata: manifests.ObjectMeta{Name: manifests.LocalCredentials},
+				Spec:     manifests.CredentialsSpec{Provider: manifests.ProviderLocal},
+			}
+			w := &txn{s: s, tx: tx, rv: nextRV(tx)}
+			if _, err := w.create(Write{Object: c}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Close closes the file and ends every watch.
+func (s *Bolt) Close() error {
+	s.mu.Lock()
+	for _, ws := range s.watchers {
+		for w := range ws {
+			w.close()
+		}
+	}
+	s.watchers = map[manifests.Kind]map[*watcher]struct{}{}
+	s.mu.Unlock()
+	return s.db.Close()
+}
+
+func kindBucket(k manifests.Kind) []byte { return []byte("objects/" + string(k)) }
+
+func sealedKey(k manifests.Kind, name string) []byte { return []byte(string(k) + "/" + name) }
+
+func usersPrefix(k manifests.Kind, name string) []byte {
+	return []byte(string(k) + "/" + name + "\x00")
+}
+
+func nextRV(tx *bolt.Tx) uint64 {
+	b := tx.Bucket(bucketMeta)
+	var rv uint64
+	if v := b.Get(keyRV); len(v) == 8 {
+		rv = binary.BigEndian.Uint64(v)
+	}
+	rv++
+	b.Put(keyRV, binary.BigEndian.AppendUint64(nil, rv))
+	return rv
+}
+
+func currentRV(tx *bolt.Tx) string {
+	if v := tx.Bucket(bucketMeta).Get(keyRV); len(v) == 8 {
+		return strconv.FormatUint(binary.BigEndian.Uint64(v), 10)
+	}
+	return "0"
+}
+
+func newUID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// txn is one write transaction: it assigns one resourceVersion to what it
+// writes and collects the watch events to publish after commit.
+type txn struct {
+	s      *Bolt
+	tx     *bolt.Tx
+	rv     uint64
+	events []WatchEvent
+}
+
+func (t *txn) get(k manifests.Kind, name string) (manifests.Object, error) {
+	return getObject(t.tx, k, name)
+}
+
+func getObject(tx *bolt.Tx, k manifests.Kind, name string) (manifests.Object, error) {
+	b := tx.Bucket(kindBucket(k))
+	if b == nil {
+		return nil, fmt.Errorf("%s: %w", k, ErrNotFound)
+	}
+	v := b.Get([]byte(name))
+	if v == nil {
+		return nil, fmt.Errorf("%s %q: %w", k, name, ErrNotFound)
+	}
+	return manifests.Unmarshal(k, v)
+}
+
+func (t *txn) put(o manifests.Object, evType string) error {
+	m := o.GetMeta()
+	m.ResourceVersion = strconv.FormatUint(t.rv, 10)
+	data, err := json.Marshal(o)
+	if err != nil {
+		return err
+	}
+	if err := t.tx.Bucket(kindBucket(o.GetKind())).Put([]byte(m.Name), data); err != nil {
+		return err
+	}
+	t.events = append(t.events, WatchEvent{Type: evType, Object: manifests.DeepCopy(o)})
+	return nil
+}
+
+// remove deletes an object for good, with its sealed values, events and
+// (for a deployment) its references, releasing objects that waited for
+// their last user.
+func (t *txn) remove(o manifests.Object) error {
+	k, name := o.GetKind(), o.GetMeta().Name
+	if err := t.tx.Bucket(kindBucket(k)).Delete([]byte(name)); err != nil {
+		return err
+	}
+	if err := t.tx.Bucket(bucketSealed).Delete(sealedKey(k, name)); err != nil {
+		return err
+	}
+	if err := t.tx.Bucket(bucketEvents).Delete(sealedKey(k, name)); err != nil {
+		return err
+	}
+	gone := manifests.DeepCopy(o)
+	gone.GetMeta().ResourceVersion = strconv.FormatUint(t.rv, 10)
+	t.events = append(t.events, WatchEvent{Type: Deleted, Object: gone})
+	if d, ok := o.(*manifests.Deployment); ok {
+		return t.setReferences(d.Metadata.Name, d.Metadata.UID, d.References(), nil)
+	}
+	return nil
+}
+
+// setReferences replaces the index entries of deployment name: old refs
+// out, new refs in. An object deleted declaratively whose last user left
+// is released here, in the same transaction.
+func (t *txn) setReferences(name, uid string, old, cur []manifests.ObjectRef) error {
+	users := t.tx.Bucket(bucketUsers)
+	keep := map[manifests.ObjectRef]bool{}
+	for _, r := range cur {
+		keep[manifests.ObjectRef{Kind: r.Kind, Name: r.Name}] = true
+		if err := users.Put(append(usersPrefix(r.Kind, r.Name), name...), []byte(uid)); err != nil {
+			return err
+		}
+	}
+	for _, r := range old {
+		if keep[manifests.ObjectRef{Kind: r.Kind, Name: r.Name}] {
+			continue
+		}
+		if err := users.Delete(append(usersPrefix(r.Kind, r.Name), name...)); err != nil {
+			return err
+		}
+		if err := t.release(r.Kind, r.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// release drops the in-use finalizer of a terminating object that has no
+// users left, and removes it when no finalizer remains.
+func (t *txn) release(k manifests.Kind, name string) error {
+	o, err := t.get(k, name)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	m := o.GetMeta()
+	if m.DeletionTimestamp == nil || !m.HasFinalizer(manifests.FinalizerInUse) {
+		return nil
+	}
+	if len(t.users(k, name)) > 0 {
+		return nil
+	}
+	m.RemoveFinalizer(manifests.FinalizerInUse)
+	if len(m.Finalizers) == 0 {
+		return t.remove(o)
+	}
+	return t.put(o, Modified)
+}
+
+func (t *txn) users(k manifests.Kind, name string) []manifests.ObjectRef {
+	return listUsers(t.tx, k, name)
+}
+
+func listUsers(tx *bolt.Tx, k manifests.Kind, name string) []manifests.ObjectRef {
+	prefix := usersPrefix(k, name)
+	var out []manifests.ObjectRef
+	c := tx.Bucket(bucketUsers).Cursor()
+	for key, v := c.Seek(prefix); key != nil && bytes.HasPrefix(key, prefix); key, v = c.Next() {
+		out = append(out, manifests.ObjectRef{Kind: manifests.KindDeployment, Name: string(key[len(prefix):]), UID: string(v)})
+	}
+	return out
+}
+
+// decorate fills the computed status of bundles and credentials: phase and
+// users.
+func decorate(tx *bolt.Tx, o manifests.Object) {
+	phase := manifests.PhaseActive
+	if o.GetMeta().DeletionTimestamp != nil {
+		phase = manifests.PhaseTerminating
+	}
+	switch o := o.(type) {
+	case *manifests.SecretBundle:
+		o.Status.Phase = phase
+		o.Status.UsedBy = listUsers(tx, o.GetKind(), o.Metadata.Name)
+	case *manifests.Credentials:
+		o.Status.Phase = phase
+		o.Status.UsedBy = listUsers(tx, o.GetKind(), o.Metadata.Name)
+	}
+}
+
+// update runs fn in a write transaction and publishes its watch events
+// after the commit.
+func (s *Bolt) update(fn func(t *txn) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var t *txn
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		t = &txn{s: s, tx: tx, rv: nextRV(tx)}
+		if err := fn(t); err != nil {
+			return err
+		}
+		for _, ev := range t.events {
+			if ev.Type != Deleted {
+				decorate(tx, ev.Object)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.publish(t.events)
+	return nil
+}
+
+// Apply implements Store.
+func (s *Bolt) Apply(ctx context.Context, writes []Write, opts ApplyOptions) ([]ApplyResult, error) {
+	results := make([]ApplyResult, 0, len(writes))
+	errDryRun := errors.New("dry run")
+	err := s.update(func(t *txn) error {
+		for _, w := range writes {
+			r, err := t.apply(w, opts)
+			if err != nil {
+				return err
+			}
+			results = append(results, r)
+		}
+		if opts.DryRun {
+			return errDryRun
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errDryRun) {
+		return nil, err
+	}
+	return results, nil
+}
+
+func (t *txn) apply(w Write, opts ApplyOptions) (ApplyResult, error) {
+	in := w.Object
+	k, name := in.GetKind(), in.GetMeta().Name
+	if msg := manifests.ValidateName(name); msg != "" {
+		return ApplyResult{}, fmt.Errorf("%s metadata.name: %s: %w", k, msg, ErrInvalid)
+	}
+	if k == manifests.KindCredentials && name == manifests.LocalCredentials {
+		return ApplyResult{}, fmt.Errorf("credentials %q: %w: it always selects the local Docker engine", name, ErrProtected)
+	}
+	existing, err := t.get(k, name)
+	if errors.Is(err, ErrNotFound) {
+		o, err := t.create(w)
+		if err != nil {
+			return ApplyResult{}, err
+		}
+		if err := t.checkReferences(o, opts); err != nil {
+			return ApplyResult{}, err
+		}
+		return ApplyResult{Ref: manifests.Ref(o), Action: ActionCreated, Generation: o.GetMeta().Generation}, nil
+	}
+	if err != nil {
+		return ApplyResult{}, err
+	}
+	em := existing.GetMeta()
+	if em.DeletionTimestamp != nil {
+		return ApplyResult{}, fmt.Errorf("%s %q is %w (Terminating); wait until it is gone, then apply again", k, name, ErrTerminating)
+	}
+	next := manifests.DeepCopy(existing)
+	nm := next.GetMeta()
+	nm.Labels = maps.Clone(in.GetMeta().Labels)
+	nm.Annotations = mergeAnnotations(em.Annotations, in.GetMeta().Annotations)
+	setSpec(next, in)
+	changed := !bytes.Equal(existing.SpecJSON(), next.SpecJSON())
+	secretsChanged, err := t.writeSecrets(next, w.Secrets)
+	if err != nil {
+		return ApplyResult{}, err
+	}
+	if changed || secretsChanged {
+		nm.Generation++
+	}
+	if !changed && !secretsChanged && maps.Equal(em.Labels, nm.Labels) && maps.Equal(em.Annotations, nm.Annotations) {
+		return ApplyResult{Ref: manifests.Ref(existing), Action: ActionUnchanged, Generation: em.Generation}, nil
+	}
+	if d, ok := next.(*manifests.Deployment); ok {
+		if err := t.checkReferences(d, opts); err != nil {
+			return ApplyResult{}, err
+		}
+		if err := t.setReferences(name, nm.UID, existing.(*manifests.Deployment).References(), d.References()); err != nil {
+			return ApplyResult{}, err
+		}
+	}
+	if err := t.put(next, Modified); err != nil {
+		return ApplyResult{}, err
+	}
+	return ApplyResult{Ref: manifests.Ref(next), Action: ActionConfigured, Generation: nm.Generation}, nil
+}
+
+// create writes a new object with fresh system metadata.
+func (t *txn) create(w Write) (manifests.Object, error) {
+	in := w.Object
+	o, err := manifests.New(in.GetKind())
+	if err != nil {
+		return nil, err
+	}
+	m := o.GetMeta()
+	im := in.GetMeta()
+	m.Name = im.Name
+	m.Labels = maps.Clone(im.Labels)
+	m.Annotations = maps.Clone(im.Annotations)
+	m.UID = newUID()
+	m.Generation = 1
+	m.CreationTimestamp = t.s.now().UTC().Truncate(time.Second)
+	setSpec(o, in)
+	if _, err := t.writeSecrets(o, w.Secrets); err != nil {
+		return nil, err
+	}
+	if d, ok := o.(*manifests.Deployment); ok {
+		d.Status.Phase = manifests.PhasePending
+		if err := t.setReferences(m.Name, m.UID, nil, d.References()); err != nil {
+			return nil, err
+		}
+	}
+	return o, t.put(o, Added)
+}
+
+// setSpec copies the user-owned spec of in into o. Values that must not be
+// stored (plaintext and box-sealed bundle values) are dropped: they reach
+// the store only through Write.Secrets.
+func setSpec(o, in manifests.Object) {
+	switch o := o.(type) {
+	case *manifests.Deployment:
+		o.Spec = manifests.DeepCopy(in.(*manifests.Deployment)).Spec
+	case *manifests.SecretBundle:
+		o.Spec = manifests.SecretBundleSpec{FromEnv: slices.Clone(in.(*manifests.SecretBundle).Spec.FromEnv)}
+	case *manifests.Credentials:
+		o.Spec = manifests.DeepCopy(in.(*manifests.Credentials)).Spec
+	}
+}
+
+// mergeAnnotations takes the user's annotations and keeps the system's
+// (anycloud.dev/…) that the user did not set, such as the resubmit marker.
+func mergeAnnotations(existing, in map[string]string) map[string]string {
+	out := maps.Clone(in)
+	for k, v := range existing {
+		if strings.HasPrefix(k, "anycloud.dev/") {
+			if _, set := in[k]; !set {
+				if out == nil {
+					out = map[string]string{}
+				}
+				out[k] = v
+			}
+		}
+	}
+	return out
+}
+
+// writeSecrets seals and stores values for o and records their key names
+// in o's status. It reports whether the values changed. values == nil
+// keeps what is stored.
+func (t *txn) writeSecrets(o manifests.Object, values map[string]string) (bool, error) {
+	k, name := o.GetKind(), o.GetMeta().Name
+	if k == manifests.KindDeployment {
+		if values != nil {
+			return false, fmt.Errorf("deployment %q: secret values belong in a SecretBundle: %w", name, ErrInvalid)
+		}
+		return false, nil
+	}
+	if c, ok := o.(*manifests.Credentials); ok && values == nil {
+		if c.Spec.AWS == nil || c.Spec.AWS.AccessKeyID == "" {
+			values = map[string]string{} // no static keys: drop any stored
+		} else if t.tx.Bucket(bucketSealed).Get(sealedKey(k, name)) == nil {
+			return false, fmt.Errorf("credentials %q spec.aws.accessKeyId: the secret access key is missing: %w", name, ErrInvalid)
+		}
+	}
+	if b, ok := o.(*manifests.SecretBundle); ok && values == nil && b.Metadata.Generation == 0 {
+		return false, fmt.Errorf("secret bundle %q: no values: %w", name, ErrInvalid)
+	}
+	if values == nil {
+		return false, nil
+	}
+	old, err := t.openSecrets(k, name)
+	if err != nil {
+		return false, err
+	}
+	changed := !maps.Equal(old, values)
+	for k := range old {
+		old[k] = ""
+	}
+	if !changed {
+		return false, nil
+	}
+	sealed := make(map[string][]byte, len(values))
+	keys := make([]string, 0, len(values))
+	for key, v := range values {
+		c, err := t.s.keys.Seal(secretIdentity(k, name, key), []byte(v))
+		if err != nil {
+			return false, err
+		}
+		sealed[key] = c
+		keys = append(keys, key)
+	}
+	slices.Sort(keys)
+	data, err := json.Marshal(sealed)
+	if err != nil {
+		return false, err
+	}
+	if err := t.tx.Bucket(bucketSealed).Put(sealedKey(k, name), data); err != nil {
+		return false, err
+	}
+	switch o := o.(type) {
+	case *manifests.SecretBundle:
+		o.Status.Keys = keys
+		o.Status.UpdatedAt = t.s.now().UTC().Truncate(time.Second)
+	case *manifests.Credentials:
+		o.Status.SecretKeys = keys
+		if len(keys) == 0 {
+			o.Status.SecretKeys = nil
+		}
+	}
+	return true, nil
+}
+
+func secretIdentity(k manifests.Kind, name, key string) string {
+	return string(k) + "/" + name + "/" + key
+}
+
+func (t *txn) openSecrets(k manifests.Kind, name string) (map[string]string, error) {
+	return openSecrets(t.s.keys, t.tx, k, name)
+}
+
+func openSecrets(keys *seal.Keyring, tx *bolt.Tx, k manifests.Kind, name string) (map[string]string, error) {
+	out := map[string]string{}
+	data := tx.Bucket(bucketSealed).Get(sealedKey(k, name))
+	if data == nil {
+		return out, nil
+	}
+	var sealed map[string][]byte
+	if err := json.Unmarshal(data, &sealed); err != nil {
+		return nil, fmt.Errorf("%s %q: sealed values are corrupt: %w", k, name, err)
+	}
+	for key, c := range sealed {
+		v, err := keys.Open(secretIdentity(k, name, key), c)
+		if err != nil {
+			return nil, err
+		}
+		out[key] = string(v)
+	}
+	return out, nil
+}
+
+// checkReferences refuses a deployment whose credentials do not exist
+// (in the store, including this transaction's writes).
+func (t *txn) checkReferences(o manifests.Object, opts ApplyOptions) error {
+	d, ok := o.(*manifests.Deployment)
+	if !ok || !opts.RequireReferences {
+		return nil
+	}
+	c, err := t.get(manifests.KindCredentials, d.Spec.Credentials)
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("deployment %q spec.credentials: credentials %q not found (make them with `anycloud credentials new` or apply a Credentials manifest): %w", d.Metadata.Name, d.Spec.Credentials, ErrInvalid)
+	}
+	if err != nil {
+		return err
+	}
+	if c.GetMeta().DeletionTimestamp != nil {
+		return fmt.Errorf("deployment %q spec.credentials: credentials %q are being deleted: %w", d.Metadata.Name, d.Spec.Credentials, ErrInvalid)
+	}
+	return nil
+}
+
+// Get implements Store.
+func (s *Bolt) Get(ctx context.Context, k manifests.Kind, name string) (manifests.Object, error) {
+	var o manifests.Object
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		o, err = getObject(tx, k, name)
+		if err == nil {
+			decorate(tx, o)
+		}
+		return err
+	})
+	return o, err
+}
+
+// List implements Store.
+func (s *Bolt) List(ctx context.Context, k manifests.Kind) ([]manifests.Object, string, error) {
+	var (
+		out []manifests.Object
+		rv  string
+	)
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		out, err = listObjects(tx, k)
+		rv = currentRV(tx)
+		return err
+	})
+	return out, rv, err
+}
+
+func listObjects(tx *bolt.Tx, k manifests.Kind) ([]manifests.Object, error) {
+	b := tx.Bucket(kindBucket(k))
+	if b == nil {
+		return nil, fmt.Errorf("unknown kind %q", k)
+	}
+	out := make([]manifests.Object, 0, b.Stats().KeyN)
+	err := b.ForEach(func(_, v []byte) error {
+		o, err := manifests.Unmarshal(k, v)
+		if err != nil {
+			return err
+		}
+		decorate(tx, o)
+		out = append(out, o)
+		return nil
+	})
+	return out, err
+}
+
+// Update implements Store.
+func (s *Bolt) Update(ctx context.Context, obj manifests.Object) (manifests.Object, error) {
+	var out manifests.Object
+	err := s.update(func(t *txn) error {
+		k, name := obj.GetKind(), obj.GetMeta().Name
+		existing, err := t.get(k, name)
+		if err != nil {
+			return err
+		}
+		em, im := existing.GetMeta(), obj.GetMeta()
+		if im.ResourceVersion != em.ResourceVersion || (im.UID != "" && im.UID != em.UID) {
+			return fmt.Errorf("update %s %q: %w", k, name, ErrConflict)
+		}
+		next := manifests.DeepCopy(existing)
+		nm := next.GetMeta()
+		nm.Labels = maps.Clone(im.Labels)
+		nm.Annotations = maps.Clone(im.Annotations)
+		setSpec(next, obj)
+		specChanged := !bytes.Equal(existing.SpecJSON(), next.SpecJSON())
+		if em.DeletionTimestamp != nil {
+			if specChanged {
+				return fmt.Errorf("update %s %q: spec cannot change while %w", k, name, ErrTerminating)
+			}
+			for _, f := range im.Finalizers {
+				if !em.HasFinalizer(f) {
+					return fmt.Errorf("update %s %q: finalizer %q cannot be added while %w", k, name, f, ErrTerminating)
+				}
+			}
+		}
+		nm.Finalizers = slices.Clone(im.Finalizers)
+		if specChanged {
+			nm.Generation++
+		}
+		if d, ok := next.(*manifests.Deployment); ok && specChanged {
+			if err := t.setReferences(name, nm.UID, existing.(*manifests.Deployment).References(), d.References()); err != nil {
+				return err
+			}
+		}
+		if nm.DeletionTimestamp != nil && len(nm.Finalizers) == 0 {
+			out = next
+			return t.remove(next)
+		}
+		out = next
+		return t.put(next, Modified)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// UpdateStatus implements Store.
+func (s *Bolt) UpdateStatus(ctx context.Context, obj manifests.Object) (manifests.Object, error) {
+	var out manifests.Object
+	err := s.update(func(t *txn) error {
+		k, name := obj.GetKind(), obj.GetMeta().Name
+		existing, err := t.get(k, name)
+		if err != nil {
+			return err
+		}
+		em, im := existing.GetMeta(), obj.GetMeta()
+		if im.ResourceVersion != em.ResourceVersion || (im.UID != "" && im.UID != em.UID) {
+			return fmt.Errorf("update status of %s %q: %w", k, name, ErrConflict)
+		}
+		next := manifests.DeepCopy(existing)
+		setStatus(next, obj)
+		out = next
+		return t.put(next, Modified)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func setStatus(o, from manifests.Object) {
+	switch o := o.(type) {
+	case *manifests.Deployment:
+		o.Status = manifests.DeepCopy(from.(*manifests.Deployment)).Status
+	case *manifests.SecretBundle:
+		// Keys and times are the store's; nothing else is settable.
+	case *manifests.Credentials:
+	}
+}
+
+// Delete implements Store.
+func (s *Bolt) Delete(ctx context.Context, k manifests.Kind, name string, opts DeleteOptions) (DeleteResult, error) {
+	var res DeleteResult
+	err := s.update(func(t *txn) error {
+		o, err := t.get(k, name)
+		if err != nil {
+			return err
+		}
+		m := o.GetMeta()
+		if opts.UID != "" && opts.UID != m.UID {
+			return fmt.Errorf("delete %s %q: uid %s does not match %s: %w", k, name, opts.UID, m.UID, ErrConflict)
+		}
+		if k == manifests.KindCredentials && name == manifests.LocalCredentials {
+			return fmt.Errorf("credentials %q: %w and cannot be deleted", name, ErrProtected)
+		}
+		res.Object = o
+		if k != manifests.KindDeployment {
+			users := t.users(k, name)
+			switch {
+			case len(users) == 0 || opts.Force:
+				res.Deleted = true
+				return t.remove(o)
+			case opts.Declarative:
+				if m.DeletionTimestamp == nil {
+					now := t.s.now().UTC().Truncate(time.Second)
+					m.DeletionTimestamp = &now
+				}
+				m.AddFinalizer(manifests.FinalizerInUse)
+				return t.put(o, Modified)
+			default:
+				return &InUseError{Ref: manifests.Ref(o), Users: users}
+			}
+		}
+		if m.DeletionTimestamp == nil {
+			now := t.s.now().UTC().Truncate(time.Second)
+			m.DeletionTimestamp = &now
+		}
+		if len(m.Finalizers) == 0 {
+			res.Deleted = true
+			return t.remove(o)
+		}
+		return t.put(o, Modified)
+	})
+	if err != nil {
+		return DeleteResult{}, err
+	}
+	return res, nil
+}
+
+// OpenSecrets implements Store.
+func (s *Bolt) OpenSecrets(ctx context.Context, k manifests.Kind, name string) (map[string]string, int64, error) {
+	var (
+		out map[string]string
+		gen int64
+	)
+	err := s.db.View(func(tx *bolt.Tx) error {
+		o, err := getObject(tx, k, name)
+		if err != nil {
+			return err
+		}
+		gen = o.GetMeta().Generation
+		out, err = openSecrets(s.keys, tx, k, name)
+		return err
+	})
+	return out, gen, err
+}
+
+// Users implements Store.
+func (s *Bolt) Users(ctx context.Context, k manifests.Kind, name string) ([]manifests.ObjectRef, error) {
+	var out []manifests.ObjectRef
+	err := s.db.View(func(tx *bolt.Tx) error {
+		out = listUsers(tx, k, name)
+		return nil
+	})
+	return out, err
+}
+
+// RecordEvent implements Store.
+func (s *Bolt) RecordEvent(ctx context.Context, ref manifests.ObjectRef, ev Event) error {
+	now := s.now().UTC().Truncate(time.Millisecond)
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEvents)
+		key := sealedKey(ref.Kind, ref.Name)
+		var list []Event
+		if v := b.Get(key); v != nil {
+			if err := json.Unmarshal(v, &list); err != nil {
+				return err
+			}
+		}
+		if n := len(list); n > 0 && list[n-1].Type == ev.Type && list[n-1].Reason == ev.Reason && list[n-1].Message == ev.Message {
+			list[n-1].Count++
+			list[n-1].LastSeen = now
+		} else {
+			ev.Count, ev.FirstSeen, ev.LastSeen = 1, now, now
+			list = append(list, ev)
+			if len(list) > maxEvents {
+				list = list[len(list)-maxEvents:]
+			}
+		}
+		data, err := json.Marshal(list)
+		if err != nil {
+			return err
+		}
+		return b.Put(key, data)
+	})
+}
+
+// Events implements Store.
+func (s *Bolt) Events(ctx context.Context, ref manifests.ObjectRef) ([]Event, error) {
+	var list []Event
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketEvents).Get(sealedKey(ref.Kind, ref.Name)); v != nil {
+			return json.Unmarshal(v, &list)
+		}
+		return nil
+	})
+	return list, err
+}
+
+var _ Store = (*Bolt)(nil)

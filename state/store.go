@@ -1,0 +1,179 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/anycloud/anycloud/manifests"
+)
+
+// Store is the control plane's state. Every method is safe for concurrent
+// use. Objects passed in are not retained; objects returned are the
+// caller's to change.
+type Store interface {
+	// Apply creates or updates every write in one transaction: either all
+	// are written or none is. Only user-owned fields (labels, annotations,
+	// spec and, for bundles and credentials, secret values) are taken from
+	// the writes.
+	Apply(ctx context.Context, writes []Write, opts ApplyOptions) ([]ApplyResult, error)
+	// Get returns one object or ErrNotFound.
+	Get(ctx context.Context, kind manifests.Kind, name string) (manifests.Object, error)
+	// List returns every object of a kind, sorted by name, and the store's
+	// resourceVersion at that moment.
+	List(ctx context.Context, kind manifests.Kind) ([]manifests.Object, string, error)
+	// Update writes metadata (finalizers, annotations, labels) and spec of
+	// an existing object. The object's resourceVersion must be current.
+	Update(ctx context.Context, obj manifests.Object) (manifests.Object, error)
+	// UpdateStatus writes only the status. The resourceVersion must be
+	// current.
+	UpdateStatus(ctx context.Context, obj manifests.Object) (manifests.Object, error)
+	// Delete deletes an object, or marks it deleting while finalizers hold
+	// it. See DeleteOptions.
+	Delete(ctx context.Context, kind manifests.Kind, name string, opts DeleteOptions) (DeleteResult, error)
+	// OpenSecrets returns the plaintext values of a bundle or credentials
+	// object and the object's generation. Only the controller calls it,
+	// when it creates a VM; no API route does.
+	OpenSecrets(ctx context.Context, kind manifests.Kind, name string) (map[string]string, int64, error)
+	// Users lists the deployments that name an object.
+	Users(ctx context.Context, kind manifests.Kind, name string) ([]manifests.ObjectRef, error)
+	// Watch returns the current objects of a kind and a channel of every
+	// change after them. The channel is closed when ctx ends or when the
+	// watcher falls too far behind; the caller then watches again.
+	Watch(ctx context.Context, kind manifests.Kind) ([]manifests.Object, <-chan WatchEvent, error)
+	// RecordEvent notes something that happened to an object. A repeat of
+	// the same reason and message bumps a count instead of adding a line.
+	RecordEvent(ctx context.Context, ref manifests.ObjectRef, ev Event) error
+	// Events lists an object's events, oldest first.
+	Events(ctx context.Context, ref manifests.ObjectRef) ([]Event, error)
+	// Close releases the store.
+	Close() error
+}
+
+// Write is one object to apply, with secret values for bundles (key →
+// value) and credentials ("secretAccessKey" → value). Values are sealed
+// before they are stored.
+type Write struct {
+	Object manifests.Object
+	// Secrets replaces the object's stored values when non-nil. For a
+	// bundle it is the whole set of keys.
+	Secrets map[string]string
+}
+
+// ApplyOptions change how Apply writes.
+type ApplyOptions struct {
+	// DryRun computes the results and writes nothing.
+	DryRun bool
+	// RequireReferences refuses a Deployment whose credentials exist
+	// neither in the store nor in the same apply.
+	RequireReferences bool
+}
+
+// Apply actions.
+const (
+	ActionCreated    = "created"
+	ActionConfigured = "configured"
+	ActionUnchanged  = "unchanged"
+)
+
+// ApplyResult says what Apply did with one write.
+type ApplyResult struct {
+	Ref    manifests.ObjectRef `json:"ref"`
+	Action string              `json:"action"`
+	// Generation is the object's generation after the write.
+	Generation int64 `json:"generation"`
+}
+
+// DeleteOptions say how an object is deleted.
+type DeleteOptions struct {
+	// Declarative is a deletion from a manifest (delete -f, apply
+	// --prune): a bundle or credentials still in use is kept, Terminating,
+	// until its last user is gone, instead of being refused.
+	Declarative bool
+	// Force deletes a bundle or credentials even while in use.
+	Force bool
+	// UID, when set, must match the stored object's uid.
+	UID string
+}
+
+// DeleteResult says what Delete did.
+type DeleteResult struct {
+	// Deleted is true when the object is gone; false when it is kept,
+	// Terminating, by finalizers.
+	Deleted bool
+	Object  manifests.Object
+}
+
+// Watch event types.
+const (
+	Added    = "ADDED"
+	Modified = "MODIFIED"
+	Deleted  = "DELETED"
+)
+
+// WatchEvent is one change to an object.
+type WatchEvent struct {
+	Type   string           `json:"type"`
+	Object manifests.Object `json:"object"`
+}
+
+// Event types.
+const (
+	EventNormal  = "Normal"
+	EventWarning = "Warning"
+)
+
+// Event is a note about an object, shown by `describe`. Messages never
+// contain secret values.
+type Event struct {
+	Type      string    `json:"type"`
+	Reason    string    `json:"reason"`
+	Message   string    `json:"message"`
+	Count     int       `json:"count"`
+	FirstSeen time.Time `json:"firstSeen"`
+	LastSeen  time.Time `json:"lastSeen"`
+}
+
+// Sentinel errors. Test with errors.Is.
+var (
+	// ErrNotFound: no object of that kind and name.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the write named a resourceVersion that is no longer
+	// current, or a uid that does not match.
+	ErrConflict = errors.New("conflict: the object has been modified; read it again")
+	// ErrInUse: the object is named by deployments that are not terminal.
+	// The error is an *InUseError listing them.
+	ErrInUse = errors.New("in use")
+	// ErrTerminating: the object is being deleted and cannot be changed
+	// except to release finalizers.
+	ErrTerminating = errors.New("being deleted")
+	// ErrInvalid: the write itself is wrong; the error is a
+	// manifests.ErrorList or wraps a message naming the field.
+	ErrInvalid = errors.New("invalid")
+	// ErrProtected: the object is built in and cannot be changed.
+	ErrProtected = errors.New("built in")
+)
+
+// InUseError lists the deployments that block deleting an object.
+type InUseError struct {
+	Ref   manifests.ObjectRef
+	Users []manifests.ObjectRef
+}
+
+func (e *InUseError) Error() string {
+	names := make([]string, len(e.Users))
+	for i, u := range e.Users {
+		names[i] = u.String()
+	}
+	what := "secret bundle"
+	if e.Ref.Kind == manifests.KindCredentials {
+		what = "credentials"
+	}
+	return fmt.Sprintf("%s %q is in use by %d deployment(s): %s; delete them first, or use --force (their next VM creation will fail)",
+		what, e.Ref.Name, len(e.Users), strings.Join(names, ", "))
+}
+
+// Is makes errors.Is(err, ErrInUse) true.
+func (e *InUseError) Is(target error) bool { return target == ErrInUse }
