@@ -60,6 +60,12 @@ func (s *Server) Serve(ctx context.Context, path string) error {
 	if err != nil {
 		return err
 	}
+	defer os.Remove(path)
+	return s.ServeListener(ctx, ln)
+}
+
+// ServeListener serves on ln until ctx ends.
+func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -67,8 +73,7 @@ func (s *Server) Serve(ctx context.Context, path string) error {
 		defer cancel()
 		srv.Shutdown(sctx)
 	}()
-	err = srv.Serve(ln)
-	os.Remove(path)
+	err := srv.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -316,6 +321,17 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 		sorted[i] = writes[j]
 	}
 	results, err := s.Store.Apply(r.Context(), sorted, state.ApplyOptions{DryRun: req.DryRun, RequireReferences: true})
+	var aerr *state.ApplyError
+	if errors.As(err, &aerr) && aerr.Index < len(order) && errors.Is(err, state.ErrInvalid) {
+		// Point at the file and document the failing object came from.
+		it := req.Items[order[aerr.Index]]
+		fe := &manifests.FieldError{Msg: aerr.Err.Error()}
+		if it.Source != nil {
+			fe.File, fe.Doc, fe.Line = it.Source.File, it.Source.Doc, it.Source.Line
+		}
+		writeStatus(w, invalid(manifests.ErrorList{fe}))
+		return
+	}
 	if err != nil {
 		s.writeError(w, err)
 		return

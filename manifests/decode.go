@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -50,7 +52,10 @@ func (d *Document) Locate(e *FieldError) *FieldError {
 		e.Line = d.LineOf(e.Field)
 	}
 	if e.Object == "" && d.Object != nil {
-		e.Object = fmt.Sprintf("%s/%s", d.Object.GetKind(), d.Object.GetMeta().Name)
+		e.Object = string(d.Object.GetKind())
+		if name := d.Object.GetMeta().Name; name != "" {
+			e.Object += "/" + name
+		}
 	}
 	return e
 }
@@ -133,6 +138,12 @@ func decodeDocument(file string, index int, n *yaml.Node) (*Document, ErrorList)
 	if len(errs) > 0 {
 		return nil, errs
 	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == "metadata" && n.Content[i+1].Kind == yaml.MappingNode {
+			// Known before the walk so that its errors name the object.
+			obj.GetMeta().Name, _ = scalarField(n.Content[i+1], "name")
+		}
+	}
 	doc := &Document{File: file, Index: index, Line: n.Line, Object: obj, lines: map[string]int{}}
 	w := walker{doc: doc}
 	w.walk(n, reflect.TypeOf(obj).Elem(), "")
@@ -205,24 +216,39 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 			return
 		}
 		fields := jsonFields(t)
+		seen := map[string]int{}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
 			sub := joinPath(path, k.Value)
+			if !w.once(seen, k, sub) {
+				continue
+			}
 			ft, ok := fields[k.Value]
 			if !ok {
 				w.fail(k, sub, fmt.Sprintf("unknown field %q%s", k.Value, suggest(k.Value, fields)))
 				continue
 			}
 			w.walk(v, ft, sub)
+			w.doc.lines[sub] = k.Line // a field's line is its key's, not its value's
 		}
 	case t.Kind() == reflect.Map:
 		if n.Kind != yaml.MappingNode {
 			w.fail(n, path, "expected a mapping, got "+describeNode(n))
 			return
 		}
+		seen := map[string]int{}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
-			w.walk(v, t.Elem(), joinPath(path, k.Value))
+			sub := joinPath(path, k.Value)
+			if k.Kind != yaml.ScalarNode || k.Tag != "!!str" {
+				w.fail(k, sub, fmt.Sprintf("expected a string key, got %s (quote it: %q)", describeNode(k), k.Value))
+				continue
+			}
+			if !w.once(seen, k, sub) {
+				continue
+			}
+			w.walk(v, t.Elem(), sub)
+			w.doc.lines[sub] = k.Line
 		}
 	case t.Kind() == reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
@@ -249,6 +275,17 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 			w.fail(n, path, "expected an integer, got "+describeNode(n))
 		}
 	}
+}
+
+// once reports whether key k is the first of its name in a mapping, and
+// records a problem when it is not.
+func (w *walker) once(seen map[string]int, k *yaml.Node, path string) bool {
+	if first, ok := seen[k.Value]; ok {
+		w.fail(k, path, fmt.Sprintf("set twice; first at line %d", first))
+		return false
+	}
+	seen[k.Value] = k.Line
+	return true
 }
 
 func joinPath(path, key string) string {
@@ -407,6 +444,11 @@ func Check(docs []Document) ErrorList {
 		for _, e := range Validate(d.Object) {
 			errs = append(errs, d.Locate(e))
 		}
+		// In a file, a bundle must say where its values come from; the
+		// imperative `secrets new` sends them beside the object instead.
+		if b, ok := d.Object.(*SecretBundle); ok && len(b.Spec.FromEnv)+len(b.Spec.Sealed)+len(b.Spec.StringData) == 0 {
+			errs = append(errs, d.Locate(&FieldError{Field: "spec", Msg: "a bundle needs at least one key in fromEnv, sealed or stringData"}))
+		}
 		key := fmt.Sprintf("%s/%s", d.Object.GetKind(), d.Object.GetMeta().Name)
 		if first, ok := seen[key]; ok && d.Object.GetMeta().Name != "" {
 			errs = append(errs, d.Locate(&FieldError{Field: "metadata.name", Msg: fmt.Sprintf("%s is defined twice; first in %s document %d", key, first.File, first.Index)}))
@@ -427,19 +469,21 @@ func manifestFiles(src string, recursive bool) ([]string, error) {
 		return []string{src}, nil
 	}
 	var files []string
-	err = filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+	// os.DirFS, unlike filepath.WalkDir, follows src when it is a
+	// symbolic link to a directory.
+	err = fs.WalkDir(os.DirFS(src), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		if d.IsDir() {
-			if p != src && (!recursive || strings.HasPrefix(d.Name(), ".")) {
-				return filepath.SkipDir
+			if p != "." && (!recursive || strings.HasPrefix(d.Name(), ".")) {
+				return fs.SkipDir
 			}
 			return nil
 		}
-		switch strings.ToLower(filepath.Ext(p)) {
+		switch strings.ToLower(path.Ext(p)) {
 		case ".yaml", ".yml", ".json":
-			files = append(files, p)
+			files = append(files, filepath.Join(src, filepath.FromSlash(p)))
 		}
 		return nil
 	})

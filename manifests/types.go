@@ -300,18 +300,18 @@ type CredentialsStatus struct {
 
 // Kind, meta and canonical encodings for each type.
 
-func (d *Deployment) GetKind() Kind           { return KindDeployment }
-func (d *Deployment) GetMeta() *ObjectMeta    { return &d.Metadata }
-func (d *Deployment) SpecJSON() []byte        { return mustJSON(d.Spec) }
-func (d *Deployment) StatusJSON() []byte      { return mustJSON(d.Status) }
-func (b *SecretBundle) GetKind() Kind         { return KindSecretBundle }
-func (b *SecretBundle) GetMeta() *ObjectMeta  { return &b.Metadata }
-func (b *SecretBundle) SpecJSON() []byte      { return mustJSON(b.Spec) }
-func (b *SecretBundle) StatusJSON() []byte    { return mustJSON(b.Status) }
-func (c *Credentials) GetKind() Kind          { return KindCredentials }
-func (c *Credentials) GetMeta() *ObjectMeta   { return &c.Metadata }
-func (c *Credentials) SpecJSON() []byte       { return mustJSON(c.Spec) }
-func (c *Credentials) StatusJSON() []byte     { return mustJSON(c.Status) }
+func (d *Deployment) GetKind() Kind          { return KindDeployment }
+func (d *Deployment) GetMeta() *ObjectMeta   { return &d.Metadata }
+func (d *Deployment) SpecJSON() []byte       { return mustJSON(d.Spec) }
+func (d *Deployment) StatusJSON() []byte     { return mustJSON(d.Status) }
+func (b *SecretBundle) GetKind() Kind        { return KindSecretBundle }
+func (b *SecretBundle) GetMeta() *ObjectMeta { return &b.Metadata }
+func (b *SecretBundle) SpecJSON() []byte     { return mustJSON(b.Spec) }
+func (b *SecretBundle) StatusJSON() []byte   { return mustJSON(b.Status) }
+func (c *Credentials) GetKind() Kind         { return KindCredentials }
+func (c *Credentials) GetMeta() *ObjectMeta  { return &c.Metadata }
+func (c *Credentials) SpecJSON() []byte      { return mustJSON(c.Spec) }
+func (c *Credentials) StatusJSON() []byte    { return mustJSON(c.Status) }
 func mustJSON(v any) []byte {
 	b, err := json.Marshal(v)
 	if err != nil {

@@ -108,9 +108,6 @@ func Validate(o Object) ErrorList {
 		for _, k := range sortedKeys(s.StringData) {
 			note("spec.stringData", k)
 		}
-		if len(where) == 0 {
-			add("spec", "a bundle needs at least one key in fromEnv, sealed or stringData")
-		}
 	case *Credentials:
 		s := &o.Spec
 		switch s.Provider {

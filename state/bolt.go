@@ -90,18 +90,13 @@ func OpenBolt(home string, opts BoltOptions) (*Bolt, error) {
 
 func (s *Bolt) init(home string) error {
 	var check []byte
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketSealed, bucketUsers, bucketEvents} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
+	// Read-only until the key is known to be right: a write transaction,
+	// even an empty one, rewrites the file's meta page, and a refused open
+	// must leave the store as it was.
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketMeta); b != nil {
+			check = bytes.Clone(b.Get(keyCheck))
 		}
-		for _, k := range manifests.Kinds {
-			if _, err := tx.CreateBucketIfNotExists(kindBucket(k)); err != nil {
-				return err
-			}
-		}
-		check = bytes.Clone(tx.Bucket(bucketMeta).Get(keyCheck))
 		return nil
 	})
 	if err != nil {
@@ -118,6 +113,16 @@ func (s *Bolt) init(home string) error {
 	}
 	s.keys = keys
 	return s.db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketSealed, bucketUsers, bucketEvents} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return fmt.Errorf("init store: %w", err)
+			}
+		}
+		for _, k := range manifests.Kinds {
+			if _, err := tx.CreateBucketIfNotExists(kindBucket(k)); err != nil {
+				return fmt.Errorf("init store: %w", err)
+			}
+		}
 		if check == nil {
 			sealed, err := keys.Seal(keyCheckIdentity, []byte("anycloud"))
 			if err != nil {
@@ -302,6 +307,16 @@ func (t *txn) release(k manifests.Kind, name string) error {
 	return t.put(o, Modified)
 }
 
+// liveReferences lists what d holds in use: nothing once it is terminal
+// (its deletion has finished terminating its VM), even while another
+// finalizer keeps it stored.
+func liveReferences(d *manifests.Deployment) []manifests.ObjectRef {
+	if d.Terminal() {
+		return nil
+	}
+	return d.References()
+}
+
 func (t *txn) users(k manifests.Kind, name string) []manifests.ObjectRef {
 	return listUsers(t.tx, k, name)
 }
@@ -363,10 +378,10 @@ func (s *Bolt) Apply(ctx context.Context, writes []Write, opts ApplyOptions) ([]
 	results := make([]ApplyResult, 0, len(writes))
 	errDryRun := errors.New("dry run")
 	err := s.update(func(t *txn) error {
-		for _, w := range writes {
+		for i, w := range writes {
 			r, err := t.apply(w, opts)
 			if err != nil {
-				return err
+				return &ApplyError{Index: i, Err: err}
 			}
 			results = append(results, r)
 		}
@@ -451,12 +466,14 @@ func (t *txn) create(w Write) (manifests.Object, error) {
 	m.Labels = maps.Clone(im.Labels)
 	m.Annotations = maps.Clone(im.Annotations)
 	m.UID = newUID()
-	m.Generation = 1
 	m.CreationTimestamp = t.s.now().UTC().Truncate(time.Second)
 	setSpec(o, in)
+	// Generation is still 0 here: writeSecrets tells a new bundle (which
+	// must bring values) from an existing one by it.
 	if _, err := t.writeSecrets(o, w.Secrets); err != nil {
 		return nil, err
 	}
+	m.Generation = 1
 	if d, ok := o.(*manifests.Deployment); ok {
 		d.Status.Phase = manifests.PhasePending
 		if err := t.setReferences(m.Name, m.UID, nil, d.References()); err != nil {
@@ -677,6 +694,9 @@ func (s *Bolt) Update(ctx context.Context, obj manifests.Object) (manifests.Obje
 		nm.Annotations = maps.Clone(im.Annotations)
 		setSpec(next, obj)
 		specChanged := !bytes.Equal(existing.SpecJSON(), next.SpecJSON())
+		if specChanged && k == manifests.KindCredentials && name == manifests.LocalCredentials {
+			return fmt.Errorf("credentials %q: %w: it always selects the local Docker engine", name, ErrProtected)
+		}
 		if em.DeletionTimestamp != nil {
 			if specChanged {
 				return fmt.Errorf("update %s %q: spec cannot change while %w", k, name, ErrTerminating)
@@ -691,9 +711,12 @@ func (s *Bolt) Update(ctx context.Context, obj manifests.Object) (manifests.Obje
 		if specChanged {
 			nm.Generation++
 		}
-		if d, ok := next.(*manifests.Deployment); ok && specChanged {
-			if err := t.setReferences(name, nm.UID, existing.(*manifests.Deployment).References(), d.References()); err != nil {
-				return err
+		if d, ok := next.(*manifests.Deployment); ok {
+			ed := existing.(*manifests.Deployment)
+			if specChanged || d.Terminal() != ed.Terminal() {
+				if err := t.setReferences(name, nm.UID, liveReferences(ed), liveReferences(d)); err != nil {
+					return err
+				}
 			}
 		}
 		if nm.DeletionTimestamp != nil && len(nm.Finalizers) == 0 {
@@ -783,6 +806,11 @@ func (s *Bolt) Delete(ctx context.Context, k manifests.Kind, name string, opts D
 		if len(m.Finalizers) == 0 {
 			res.Deleted = true
 			return t.remove(o)
+		}
+		if d := o.(*manifests.Deployment); d.Terminal() {
+			if err := t.setReferences(name, m.UID, d.References(), nil); err != nil {
+				return err
+			}
 		}
 		return t.put(o, Modified)
 	})

@@ -156,6 +156,16 @@ var (
 	ErrProtected = errors.New("built in")
 )
 
+// ApplyError says which write of an Apply failed, by its index in the
+// writes passed in.
+type ApplyError struct {
+	Index int
+	Err   error
+}
+
+func (e *ApplyError) Error() string { return e.Err.Error() }
+func (e *ApplyError) Unwrap() error { return e.Err }
+
 // InUseError lists the deployments that block deleting an object.
 type InUseError struct {
 	Ref   manifests.ObjectRef

@@ -1,0 +1,124 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/anycloud/anycloud/api"
+	"github.com/anycloud/anycloud/internal/controlplane"
+)
+
+// ControllerOptions are the options of `anycloud controller`.
+type ControllerOptions struct {
+	f         *Factory
+	Verbosity int
+}
+
+// NewCmdController builds `anycloud controller`: the control plane in the
+// foreground.
+func NewCmdController(f *Factory, runF func(*ControllerOptions) error) *cobra.Command {
+	o := &ControllerOptions{f: f}
+	cmd := &cobra.Command{
+		Use:   "controller",
+		Short: "Run the control plane in the foreground",
+		Long: `Run the control plane in the foreground: the store, the API on
+$ANYCLOUD_HOME/api.sock and the control loop. It stops on SIGINT or SIGTERM.
+Other commands start one in the background when none is running (see up).`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if runF != nil {
+				return runF(o)
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().IntVarP(&o.Verbosity, "verbosity", "v", 0, "log verbosity (1 logs every request and routine success)")
+	return cmd
+}
+
+// Run serves until interrupted.
+func (o *ControllerOptions) Run(ctx context.Context) error {
+	home, err := o.f.HomeDir()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return controlplane.Run(ctx, controlplane.Config{
+		Home:    home,
+		Log:     controlplane.NewLogger(o.f.IO.ErrOut, o.Verbosity),
+		Version: Version,
+	})
+}
+
+// NewCmdUp builds `anycloud up`: the control plane in the background.
+func NewCmdUp(f *Factory, runF func(*Factory) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   "up",
+		Short: "Start the control plane in the background",
+		Long:  "Start the control plane in the background, logging to $ANYCLOUD_HOME/controller.log. Nothing happens if one is running.",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if runF != nil {
+				return runF(f)
+			}
+			home, err := f.HomeDir()
+			if err != nil {
+				return err
+			}
+			c := api.NewClient(filepath.Join(home, api.SocketFile))
+			if c.Ping(cmd.Context()) == nil {
+				fmt.Fprintf(f.IO.Out, "control plane already running (pid %d)\n", controlplane.ReadPID(home))
+				return nil
+			}
+			if err := f.startBackground(cmd.Context(), home); err != nil {
+				return err
+			}
+			fmt.Fprintf(f.IO.Out, "control plane running (pid %d)\n", controlplane.ReadPID(home))
+			return nil
+		},
+	}
+}
+
+// NewCmdDown builds `anycloud down`.
+func NewCmdDown(f *Factory, runF func(*Factory) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   "down",
+		Short: "Stop the background control plane (VMs keep running)",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if runF != nil {
+				return runF(f)
+			}
+			home, err := f.HomeDir()
+			if err != nil {
+				return err
+			}
+			pid := controlplane.ReadPID(home)
+			if pid == 0 {
+				fmt.Fprintln(f.IO.Out, "control plane not running")
+				return nil
+			}
+			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+				return fmt.Errorf("stop control plane (pid %d): %w", pid, err)
+			}
+			deadline := time.Now().Add(15 * time.Second)
+			for time.Now().Before(deadline) {
+				if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+					fmt.Fprintf(f.IO.Out, "control plane stopped (pid %d)\n", pid)
+					return nil
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			return fmt.Errorf("control plane (pid %d) did not stop within 15s", pid)
+		},
+	}
+}

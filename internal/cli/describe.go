@@ -1,0 +1,201 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/anycloud/anycloud/manifests"
+	"github.com/anycloud/anycloud/state"
+)
+
+// DescribeOptions are the options of `anycloud describe`.
+type DescribeOptions struct {
+	f    *Factory
+	Kind manifests.Kind
+	Name string
+}
+
+// NewCmdDescribe builds `anycloud describe`.
+func NewCmdDescribe(f *Factory, runF func(*DescribeOptions) error) *cobra.Command {
+	o := &DescribeOptions{f: f}
+	cmd := &cobra.Command{
+		Use:   "describe KIND NAME",
+		Short: "Show an object in detail: spec, status, conditions, VM and events",
+		Example: `  anycloud describe deployment train
+  anycloud describe sb hf`,
+		Args: exactArgs(2, "KIND NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			k, err := manifests.ParseKind(args[0])
+			if err != nil {
+				return &UsageError{Err: err}
+			}
+			o.Kind, o.Name = k, args[1]
+			if runF != nil {
+				return runF(o)
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	return cmd
+}
+
+// Run prints the description.
+func (o *DescribeOptions) Run(ctx context.Context) error {
+	c, err := o.f.Client(ctx)
+	if err != nil {
+		return err
+	}
+	obj, err := c.Get(ctx, o.Kind, o.Name)
+	if err != nil {
+		return err
+	}
+	events, err := c.Events(ctx, o.Kind, o.Name)
+	if err != nil {
+		return err
+	}
+	describe(o.f.IO.Out, o.f.now(), obj, events)
+	return nil
+}
+
+// describe writes a kubectl-describe style page.
+func describe(w io.Writer, now time.Time, obj manifests.Object, events []state.Event) {
+	m := obj.GetMeta()
+	field := func(indent int, name, value string) {
+		fmt.Fprintf(w, "%s%-*s %s\n", strings.Repeat("  ", indent), 22-2*indent, name+":", value)
+	}
+	field(0, "Name", m.Name)
+	field(0, "Kind", string(obj.GetKind()))
+	field(0, "UID", m.UID)
+	field(0, "Generation", fmt.Sprint(m.Generation))
+	field(0, "Created", fmt.Sprintf("%s (%s ago)", m.CreationTimestamp.Format(time.RFC3339), age(now, m.CreationTimestamp)))
+	if m.DeletionTimestamp != nil {
+		field(0, "Deleting since", m.DeletionTimestamp.Format(time.RFC3339))
+	}
+	if len(m.Finalizers) > 0 {
+		field(0, "Finalizers", strings.Join(m.Finalizers, ", "))
+	}
+	field(0, "Labels", kv(m.Labels))
+	field(0, "Annotations", kv(m.Annotations))
+
+	switch o := obj.(type) {
+	case *manifests.Deployment:
+		s := o.Spec
+		fmt.Fprintln(w, "Spec:")
+		field(1, "Image", s.Image)
+		if len(s.Command) > 0 {
+			field(1, "Command", strings.Join(s.Command, " "))
+		}
+		field(1, "Credentials", s.Credentials)
+		field(1, "VM type", orNone(s.VMType))
+		field(1, "Spot", fmt.Sprint(s.Spot))
+		field(1, "Secrets", orNone(strings.Join(s.Secrets, ", ")))
+		if len(s.Env) > 0 {
+			fmt.Fprintln(w, "  Env:")
+			for _, k := range sortedKeys(s.Env) {
+				fmt.Fprintf(w, "    %s=%s\n", k, s.Env[k])
+			}
+		}
+		if s.AWS != nil {
+			field(1, "AWS image", orNone(s.AWS.ImageID))
+			field(1, "AWS region", orNone(s.AWS.Region))
+		}
+		st := o.Status
+		fmt.Fprintln(w, "Status:")
+		field(1, "Phase", phaseOf(o))
+		field(1, "Observed generation", fmt.Sprint(st.ObservedGeneration))
+		field(1, "Attempt", fmt.Sprint(st.Attempt))
+		field(1, "Recoveries", fmt.Sprint(st.Recoveries))
+		if vm := st.VM; vm != nil {
+			fmt.Fprintln(w, "  VM:")
+			field(2, "ID", vm.ID)
+			field(2, "Market", orNone(vm.Market))
+			field(2, "Address", orNone(vm.Address))
+			field(2, "Launched", fmt.Sprintf("%s (%s ago)", vm.LaunchedAt.Format(time.RFC3339), age(now, vm.LaunchedAt)))
+			field(2, "Attempt", fmt.Sprint(vm.Attempt))
+			var bv []string
+			for _, k := range sortedKeys(vm.BundleVersions) {
+				bv = append(bv, fmt.Sprintf("%s@%d", k, vm.BundleVersions[k]))
+			}
+			field(2, "Bundle versions", orNone(strings.Join(bv, ", ")))
+		} else {
+			field(1, "VM", "<none>")
+		}
+		describeConditions(w, now, st.Conditions)
+	case *manifests.SecretBundle:
+		fmt.Fprintln(w, "Spec:")
+		field(1, "From env", orNone(strings.Join(o.Spec.FromEnv, ", ")))
+		fmt.Fprintln(w, "Status:")
+		field(1, "Phase", orNone(o.Status.Phase))
+		field(1, "Keys", orNone(strings.Join(o.Status.Keys, ", ")))
+		field(1, "Updated", fmt.Sprintf("%s (%s ago)", o.Status.UpdatedAt.Format(time.RFC3339), age(now, o.Status.UpdatedAt)))
+		field(1, "Used by", usedBy(o.Status.UsedBy))
+	case *manifests.Credentials:
+		fmt.Fprintln(w, "Spec:")
+		field(1, "Provider", o.Spec.Provider)
+		if a := o.Spec.AWS; a != nil {
+			field(1, "Region", orNone(a.Region))
+			field(1, "Profile", orNone(a.Profile))
+			field(1, "Access key ID", orNone(a.AccessKeyID))
+			field(1, "Endpoint URL", orNone(a.EndpointURL))
+		}
+		fmt.Fprintln(w, "Status:")
+		field(1, "Phase", orNone(o.Status.Phase))
+		field(1, "Secret fields", orNone(strings.Join(o.Status.SecretKeys, ", ")))
+		field(1, "Used by", usedBy(o.Status.UsedBy))
+	}
+
+	fmt.Fprintln(w, "Events:")
+	if len(events) == 0 {
+		fmt.Fprintln(w, "  <none>")
+		return
+	}
+	t := newTable(w, "  TYPE", "REASON", "AGE", "COUNT", "MESSAGE")
+	for _, e := range events {
+		a := age(now, e.LastSeen)
+		if e.Count > 1 {
+			a = fmt.Sprintf("%s (x%d over %s)", a, e.Count, age(now, e.FirstSeen))
+		}
+		t.row("  "+e.Type, e.Reason, a, fmt.Sprint(e.Count), e.Message)
+	}
+	t.flush()
+}
+
+func describeConditions(w io.Writer, now time.Time, conds []manifests.Condition) {
+	fmt.Fprintln(w, "Conditions:")
+	if len(conds) == 0 {
+		fmt.Fprintln(w, "  <none>")
+		return
+	}
+	t := newTable(w, "  TYPE", "STATUS", "REASON", "SINCE", "MESSAGE")
+	for _, c := range conds {
+		t.row("  "+c.Type, c.Status, orNone(c.Reason), age(now, c.LastTransitionTime), c.Message)
+	}
+	t.flush()
+}
+
+func usedBy(refs []manifests.ObjectRef) string {
+	if len(refs) == 0 {
+		return "<none>"
+	}
+	s := make([]string, len(refs))
+	for i, r := range refs {
+		s[i] = r.String()
+	}
+	return strings.Join(s, ", ")
+}
+
+func kv(m map[string]string) string {
+	if len(m) == 0 {
+		return "<none>"
+	}
+	var parts []string
+	for _, k := range sortedKeys(m) {
+		parts = append(parts, k+"="+m[k])
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,103 @@
+// Package controlplane wires the parts of the control plane together: the
+// store (package state), the API server (package api) and the controller
+// (package controller), all rooted in one home directory. `anycloud
+// controller` runs it in the foreground; `anycloud up` in the background.
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+
+	"github.com/anycloud/anycloud/api"
+	"github.com/anycloud/anycloud/seal"
+	"github.com/anycloud/anycloud/state"
+)
+
+// Files in the home directory.
+const (
+	PIDFile = "controller.pid"
+	LogFile = "controller.log"
+)
+
+// Config says where and how the control plane runs.
+type Config struct {
+	Home    string
+	Log     logr.Logger
+	Version string
+	// Ready, when set, is called once the API is being served.
+	Ready func()
+}
+
+// Run serves the control plane until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Log
+	store, err := state.OpenBolt(cfg.Home, state.BoltOptions{})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	box, err := seal.LoadBoxKey(cfg.Home)
+	if err != nil {
+		return err
+	}
+	pidPath := filepath.Join(cfg.Home, PIDFile)
+	if err := os.WriteFile(pidPath, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write pid file: %w", err)
+	}
+	defer os.Remove(pidPath)
+
+	srv := &api.Server{Store: store, Sealing: box, Log: log.WithName("api"), Version: cfg.Version}
+	sock := filepath.Join(cfg.Home, api.SocketFile)
+	ln, err := api.Listen(sock)
+	if err != nil {
+		return err
+	}
+	log.Info("control plane serving", "socket", sock, "pid", os.Getpid())
+	if cfg.Ready != nil {
+		cfg.Ready()
+	}
+	err = srv.ServeListener(ctx, ln)
+	os.Remove(sock)
+	log.Info("control plane stopped")
+	return err
+}
+
+// NewLogger returns a logger that writes one line per entry to w, at
+// verbosity v (1 shows routine successes).
+func NewLogger(w io.Writer, v int) logr.Logger {
+	return funcr.New(func(prefix, args string) {
+		ts := time.Now().UTC().Format("2006-01-02T15:04:05.000Z")
+		if prefix != "" {
+			fmt.Fprintf(w, "%s %s %s\n", ts, prefix, args)
+			return
+		}
+		fmt.Fprintf(w, "%s %s\n", ts, args)
+	}, funcr.Options{Verbosity: v})
+}
+
+// ReadPID returns the pid recorded by a running control plane, or 0.
+func ReadPID(home string) int {
+	b, err := os.ReadFile(filepath.Join(home, PIDFile))
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0
+	}
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return 0
+	}
+	return pid
+}
