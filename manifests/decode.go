@@ -262,7 +262,8 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 		if n.Kind != yaml.ScalarNode || n.Tag != "!!str" {
 			msg := "expected a string, got " + describeNode(n)
 			if n.Kind == yaml.ScalarNode {
-				msg += fmt.Sprintf(" (quote it: %q)", n.Value)
+				// Never echo the value: it may be a secret (stringData).
+				msg += " (put it in quotes)"
 			}
 			w.fail(n, path, msg)
 		}

@@ -293,12 +293,12 @@ metadata:
 		{
 			name: "integer env value suggests quoting",
 			body: "spec:\n  image: x\n  env:\n    EPOCHS: 3\n",
-			want: &FieldError{Line: 8, Field: "spec.env.EPOCHS", Msg: `expected a string, got an integer (quote it: "3")`},
+			want: &FieldError{Line: 8, Field: "spec.env.EPOCHS", Msg: `expected a string, got an integer (put it in quotes)`},
 		},
 		{
 			name: "boolean where string expected",
 			body: "spec:\n  image: x\n  vmType: true\n",
-			want: &FieldError{Line: 7, Field: "spec.vmType", Msg: `expected a string, got a boolean (quote it: "true")`},
+			want: &FieldError{Line: 7, Field: "spec.vmType", Msg: `expected a string, got a boolean (put it in quotes)`},
 		},
 		{
 			name: "mapping where list expected",
@@ -313,7 +313,7 @@ metadata:
 		{
 			name: "list item of the wrong type",
 			body: "spec:\n  image: x\n  command: [python, 3]\n",
-			want: &FieldError{Line: 7, Field: "spec.command[1]", Msg: `expected a string, got an integer (quote it: "3")`},
+			want: &FieldError{Line: 7, Field: "spec.command[1]", Msg: `expected a string, got an integer (put it in quotes)`},
 		},
 		{
 			name: "list where mapping expected",
@@ -360,6 +360,43 @@ metadata:
 				t.Errorf("errors (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+func TestTypeErrorsNeverEchoTheValue(t *testing.T) {
+	// A value of the wrong type may be a secret: the error names the
+	// field and the line, never the value.
+	in := `apiVersion: anycloud.dev/v1
+kind: SecretBundle
+metadata: {name: db}
+spec:
+  stringData:
+    DB_PASSWORD: 982451653
+    PIN: 2718.28
+    ON: true
+---
+apiVersion: anycloud.dev/v1
+kind: Deployment
+metadata: {name: train}
+spec:
+  image: x
+  env: {HF_TOKEN: 31415926535}
+`
+	_, err := Decode("secrets.yaml", strings.NewReader(in))
+	got := fieldErrors(t, err)
+	want := []where{
+		{"secrets.yaml", 1, 6, "spec.stringData.DB_PASSWORD"},
+		{"secrets.yaml", 1, 7, "spec.stringData.PIN"},
+		{"secrets.yaml", 1, 8, "spec.stringData.ON"},
+		{"secrets.yaml", 2, 15, "spec.env.HF_TOKEN"},
+	}
+	if diff := cmp.Diff(want, locations(got)); diff != "" {
+		t.Errorf("problems (-want +got):\n%s", diff)
+	}
+	for _, value := range []string{"982451653", "2718.28", "true", "31415926535"} {
+		if strings.Contains(err.Error(), value) {
+			t.Errorf("error text contains the value %s:\n%v", value, err)
+		}
 	}
 }
 

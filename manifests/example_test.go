@@ -115,6 +115,6 @@ spec:
 	fmt.Println(err)
 	// Output:
 	// 2 problems:
-	//   -:6: document 1 (Deployment/train): spec.env.EPOCHS: expected a string, got an integer (quote it: "3")
+	//   -:6: document 1 (Deployment/train): spec.env.EPOCHS: expected a string, got an integer (put it in quotes)
 	//   -:12: document 2 (Deployment/Eval): spec.imgae: unknown field "imgae" (did you mean "image"?)
 }
