@@ -447,6 +447,11 @@ func Check(docs []Document) ErrorList {
 		}
 		// In a file, a bundle must say where its values come from; the
 		// imperative `secrets new` sends them beside the object instead.
+		// Likewise static AWS keys: a file names the variable that holds
+		// the secret key; `credentials new` reads it itself.
+		if c, ok := d.Object.(*Credentials); ok && c.Spec.AWS != nil && c.Spec.AWS.AccessKeyID != "" && c.Spec.AWS.SecretAccessKeyFromEnv == "" {
+			errs = append(errs, d.Locate(&FieldError{Field: "spec.aws.secretAccessKeyFromEnv", Msg: "required with accessKeyId: name the environment variable that holds the secret access key"}))
+		}
 		if b, ok := d.Object.(*SecretBundle); ok && len(b.Spec.FromEnv)+len(b.Spec.Sealed)+len(b.Spec.StringData) == 0 {
 			errs = append(errs, d.Locate(&FieldError{Field: "spec", Msg: "a bundle needs at least one key in fromEnv, sealed or stringData"}))
 		}

@@ -119,8 +119,8 @@ func Validate(o Object) ErrorList {
 				if a.Profile != "" && a.AccessKeyID != "" {
 					add("spec.aws.profile", "set either profile or accessKeyId, not both")
 				}
-				if (a.AccessKeyID == "") != (a.SecretAccessKeyFromEnv == "") {
-					add("spec.aws.secretAccessKeyFromEnv", "accessKeyId and secretAccessKeyFromEnv go together")
+				if a.AccessKeyID == "" && a.SecretAccessKeyFromEnv != "" {
+					add("spec.aws.secretAccessKeyFromEnv", "needs spec.aws.accessKeyId")
 				}
 				if a.EndpointURL != "" && !strings.HasPrefix(a.EndpointURL, "http://") && !strings.HasPrefix(a.EndpointURL, "https://") {
 					add("spec.aws.endpointURL", "must be an http:// or https:// URL")

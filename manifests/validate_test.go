@@ -207,14 +207,9 @@ func TestValidate(t *testing.T) {
 			want: ErrorList{{Field: "spec.aws.profile", Msg: "set either profile or accessKeyId, not both"}},
 		},
 		{
-			name: "accessKeyId without secretAccessKeyFromEnv",
-			obj:  creds(func(c *Credentials) { c.Spec.AWS = &AWSCredentials{AccessKeyID: "AKIA"} }),
-			want: ErrorList{{Field: "spec.aws.secretAccessKeyFromEnv", Msg: "accessKeyId and secretAccessKeyFromEnv go together"}},
-		},
-		{
 			name: "secretAccessKeyFromEnv without accessKeyId",
 			obj:  creds(func(c *Credentials) { c.Spec.AWS = &AWSCredentials{SecretAccessKeyFromEnv: "AWS_SECRET_ACCESS_KEY"} }),
-			want: ErrorList{{Field: "spec.aws.secretAccessKeyFromEnv", Msg: "accessKeyId and secretAccessKeyFromEnv go together"}},
+			want: ErrorList{{Field: "spec.aws.secretAccessKeyFromEnv", Msg: "needs spec.aws.accessKeyId"}},
 		},
 		{
 			name: "credentials named local with provider aws",

@@ -3,12 +3,12 @@ package state_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"reflect"
 	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/anycloud/anycloud/manifests"
 	"github.com/anycloud/anycloud/state"
@@ -170,14 +170,13 @@ func listRV(t testing.TB, s state.Store) string {
 	return rv
 }
 
-// diff reports the difference between want and got, or "" when they are
-// deeply equal. go-cmp is not a dependency of this module (go.mod is
-// outside this package), so the report shows both values in full.
+// diff reports the difference between want and got as (-want +got), or
+// "" when they are equal.
 func diff(want, got any) string {
-	if reflect.DeepEqual(want, got) {
-		return ""
+	if d := cmp.Diff(want, got); d != "" {
+		return " (-want +got):\n" + d
 	}
-	return fmt.Sprintf("\n  want: %#v\n   got: %#v", want, got)
+	return ""
 }
 
 func isNotFound(err error) bool { return errors.Is(err, state.ErrNotFound) }

@@ -158,11 +158,7 @@ func resolveDocuments(docs []manifests.Document, getenv func(string) string) ([]
 			}
 			obj = o
 		case *manifests.Credentials:
-			if a := o.Spec.AWS; a != nil && a.AccessKeyID != "" {
-				if a.SecretAccessKeyFromEnv == "" {
-					errs = append(errs, d.Locate(&manifests.FieldError{Field: "spec.aws.secretAccessKeyFromEnv", Msg: "required with accessKeyId: name the environment variable that holds the secret access key"}))
-					break
-				}
+			if a := o.Spec.AWS; a != nil && a.SecretAccessKeyFromEnv != "" {
 				v, ok := lookupEnv(getenv, a.SecretAccessKeyFromEnv)
 				if !ok {
 					errs = append(errs, d.Locate(&manifests.FieldError{Field: "spec.aws.secretAccessKeyFromEnv", Msg: fmt.Sprintf("environment variable %s is not set", a.SecretAccessKeyFromEnv)}))

@@ -1,0 +1,141 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/anycloud/anycloud/internal/controlplane"
+)
+
+// env is a control plane running in-process on a fresh home, and a way to
+// run CLI commands against it as a user would.
+type env struct {
+	t    *testing.T
+	home string
+	// log is everything the control plane logged, at verbosity 1.
+	log *syncBuffer
+	// vars is the environment commands see.
+	vars map[string]string
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// newEnv starts a control plane. The home is short-named because unix
+// socket paths are limited to about 100 bytes.
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	home, err := os.MkdirTemp("", "ac")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(home) })
+	e := &env{t: t, home: home, log: &syncBuffer{}, vars: map[string]string{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- controlplane.Run(ctx, controlplane.Config{
+			Home: home, Log: controlplane.NewLogger(e.log, 1), Version: "test",
+			Ready: func() { close(ready) },
+		})
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("control plane: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("control plane did not start")
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("control plane: %v", err)
+		}
+	})
+	return e
+}
+
+// result is what one command did.
+type result struct {
+	args   []string
+	stdout string
+	stderr string
+	err    error
+	code   int
+}
+
+func (r result) String() string {
+	return "anycloud " + strings.Join(r.args, " ") + "\nstdout:\n" + r.stdout + "\nstderr:\n" + r.stderr
+}
+
+// run runs one command with stdin and the env's variables.
+func (e *env) runIn(stdin string, args ...string) result {
+	e.t.Helper()
+	var out, errOut bytes.Buffer
+	f := &Factory{
+		IO: &IOStreams{
+			In: strings.NewReader(stdin), Out: &out, ErrOut: &errOut,
+			Getenv: func(k string) string { return e.vars[k] },
+		},
+		NoAutostart: true,
+	}
+	cmd := NewRootCmd(f)
+	cmd.SetArgs(append([]string{"--home", e.home}, args...))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := cmd.ExecuteContext(ctx)
+	if err != nil && !errors.Is(err, ErrSilent) {
+		errOut.WriteString("error: " + err.Error() + "\n")
+	}
+	return result{args: args, stdout: out.String(), stderr: errOut.String(), err: err, code: ExitCode(err)}
+}
+
+func (e *env) run(args ...string) result {
+	e.t.Helper()
+	return e.runIn("", args...)
+}
+
+// must runs a command that has to succeed.
+func (e *env) must(args ...string) result {
+	e.t.Helper()
+	r := e.run(args...)
+	if r.err != nil {
+		e.t.Fatalf("%s\nfailed: %v", r, r.err)
+	}
+	return r
+}
+
+// write puts a file in a temp dir and returns its path.
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
