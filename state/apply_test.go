@@ -281,6 +281,10 @@ func TestApplyIsAllOrNothing(t *testing.T) {
 			if !errors.Is(err, tc.wantErr) {
 				t.Fatalf("Apply error = %v, want %v", err, tc.wantErr)
 			}
+			var applyErr *state.ApplyError
+			if !errors.As(err, &applyErr) || applyErr.Index != len(writes)-1 {
+				t.Errorf("Apply error %v does not name the failing write, index %d", err, len(writes)-1)
+			}
 			if res != nil {
 				t.Errorf("results = %+v, want none on error", res)
 			}
