@@ -195,6 +195,16 @@ type DeploymentStatus struct {
 	// Recoveries counts VMs created because the previous one was taken
 	// away without our asking.
 	Recoveries int `json:"recoveries,omitempty"`
+	// AttemptGeneration and AttemptRestartedAt are the spec generation and
+	// resubmit marker the current attempt was made for; when either
+	// differs from the object's, the VM is replaced.
+	AttemptGeneration  int64  `json:"attemptGeneration,omitempty"`
+	AttemptRestartedAt string `json:"attemptRestartedAt,omitempty"`
+	// FastRecoveries counts consecutive recoveries of VMs that died soon
+	// after launch; past a few, recovery backs off.
+	FastRecoveries int `json:"fastRecoveries,omitempty"`
+	// NextLaunchAt holds a backed-off recovery until then.
+	NextLaunchAt *time.Time `json:"nextLaunchAt,omitempty"`
 }
 
 // VMStatus describes one VM.
@@ -209,6 +219,8 @@ type VMStatus struct {
 	BundleVersions map[string]int64 `json:"bundleVersions,omitempty"`
 	// RestartedAt is the resubmit marker the VM was created for.
 	RestartedAt string `json:"restartedAt,omitempty"`
+	// Generation is the spec generation the VM was created for.
+	Generation int64 `json:"generation,omitempty"`
 }
 
 // SecretBundle is a named set of write-only secret values. The values

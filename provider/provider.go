@@ -1,0 +1,134 @@
+// Package provider is the seam between the controller and clouds.
+//
+// The vocabulary: a Provider launches, lists and terminates VMs; a VM is
+// what it reports about one of them, in domain terms (no SDK types above
+// this package); a LaunchRequest is everything a launch needs, secrets
+// already resolved. Every VM carries the deployment's uid and the attempt
+// that made it, as tags or labels, so that a restarted control plane
+// matches VMs to deployments without any local record.
+//
+// Errors are classified in one place per implementation into the
+// sentinels below, tested with errors.Is.
+//
+// Implementations: provider/local (the machine's Docker engine: a "VM" is a
+// container) and provider/aws (EC2).
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Provider manages the VMs of one account and region (or one Docker
+// engine). Implementations are safe for concurrent use.
+type Provider interface {
+	// Key names the (credentials, region) scope; the controller lists each
+	// scope once per resync and shares the answer between deployments.
+	Key() string
+	// Launch creates a VM. It is idempotent for a LaunchRequest.Token: a
+	// retry with the same token returns the VM the first call made.
+	Launch(ctx context.Context, req LaunchRequest) (VM, error)
+	// List returns every VM anycloud manages in this scope, in as few
+	// calls as the cloud allows, including recently terminated ones.
+	List(ctx context.Context) ([]VM, error)
+	// Terminate ends a VM. A VM that is already gone is success.
+	Terminate(ctx context.Context, id string) error
+}
+
+// Logger is implemented by providers that can stream a VM's workload log.
+type Logger interface {
+	Logs(ctx context.Context, vm VM, follow bool, w io.Writer) error
+}
+
+// Notifier is implemented by providers that learn of changes (a container
+// that died) faster than a resync would; notify is called on each.
+type Notifier interface {
+	Notify(ctx context.Context, notify func()) error
+}
+
+// LaunchRequest is one VM to create.
+type LaunchRequest struct {
+	Deployment string
+	UID        string
+	Attempt    int
+	// Token makes the launch idempotent; unique per (UID, Attempt).
+	Token   string
+	Image   string
+	Command []string
+	// Env is the resolved environment, secrets included. Implementations
+	// deliver it to the workload and never log it.
+	Env    map[string]string
+	VMType string
+	Spot   bool
+	// ImageID and Region are aws-only settings.
+	ImageID string
+	Region  string
+}
+
+// Token returns the idempotency token for (uid, attempt).
+func Token(uid string, attempt int) string { return fmt.Sprintf("%s-%d", uid, attempt) }
+
+// State is a VM's lifecycle state, in provider-neutral terms.
+type State string
+
+// States. Pending and Running are alive; Stopped and Terminated are not.
+const (
+	StatePending    State = "pending"
+	StateRunning    State = "running"
+	StateStopping   State = "stopping"
+	StateStopped    State = "stopped"
+	StateTerminated State = "terminated"
+)
+
+// Alive reports whether the VM is, or is becoming, usable.
+func (s State) Alive() bool { return s == StatePending || s == StateRunning }
+
+// VM is one VM as a provider sees it.
+type VM struct {
+	ID         string
+	Deployment string
+	UID        string
+	Attempt    int
+	State      State
+	// Reason explains a state that is not Running, e.g. EC2's state
+	// reason or a container's exit code.
+	Reason     string
+	Market     string // spot, on-demand or local
+	Address    string
+	LaunchedAt time.Time
+}
+
+// Sentinel errors.
+var (
+	// ErrNotFound: the VM (or image) does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrThrottled: the cloud asked us to slow down.
+	ErrThrottled = errors.New("throttled")
+	// ErrCapacity: no capacity for the VM type (or spot market) now.
+	ErrCapacity = errors.New("insufficient capacity")
+	// ErrUnavailable: the provider cannot be reached.
+	ErrUnavailable = errors.New("provider unavailable")
+	// ErrInvalid: the request can never succeed as it is (bad image,
+	// unknown VM type); retrying does not help.
+	ErrInvalid = errors.New("invalid launch request")
+)
+
+// Reason maps an error to a condition reason for people.
+func Reason(err error) string {
+	switch {
+	case errors.Is(err, ErrThrottled):
+		return "Throttled"
+	case errors.Is(err, ErrCapacity):
+		return "InsufficientCapacity"
+	case errors.Is(err, ErrUnavailable):
+		return "ProviderUnavailable"
+	case errors.Is(err, ErrInvalid):
+		return "InvalidLaunchRequest"
+	case errors.Is(err, ErrNotFound):
+		return "NotFound"
+	}
+	return "LaunchFailed"
+}

@@ -1,0 +1,346 @@
+// Package reconcile holds the control loop's decisions, with no I/O.
+//
+// The vocabulary: an Input is a Deployment (desired state and what was
+// recorded), the VMs a provider reports for it (observed state) and the
+// time; Decide turns it into a Plan: what to launch, what to terminate,
+// the status to record and the events to emit. The controller carries
+// plans out. Because Decide is pure, every case — first launch, adoption
+// after a crash, preemption, resubmit, spec change, deletion — is a row in
+// a table test.
+package reconcile
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/anycloud/anycloud/manifests"
+	"github.com/anycloud/anycloud/provider"
+)
+
+// Input is what Decide looks at.
+type Input struct {
+	// Deployment is read, never changed.
+	Deployment *manifests.Deployment
+	// Observed are the provider's VMs carrying this deployment's uid, of
+	// any attempt, including stopped and terminated ones.
+	Observed []provider.VM
+	Now      time.Time
+}
+
+// Plan is what to do.
+type Plan struct {
+	// Launch, when set, asks for a VM now.
+	Launch *Launch
+	// Terminate lists VMs to end.
+	Terminate []provider.VM
+	// Status is the deployment's status after the plan. When Launch is
+	// set, it must be recorded before the launch: it carries the attempt
+	// whose token the launch uses.
+	Status manifests.DeploymentStatus
+	Events []Event
+	// RemoveFinalizer: the deployment is deleting and its VMs are gone.
+	RemoveFinalizer bool
+	// RequeueAfter asks to look again later (a VM still starting, a
+	// backed-off recovery).
+	RequeueAfter time.Duration
+}
+
+// Launch is a VM to create.
+type Launch struct {
+	Attempt int
+	// Recovery: the previous VM was taken away without our asking.
+	Recovery bool
+}
+
+// Event is something to record against the deployment.
+type Event struct {
+	Type    string // Normal or Warning
+	Reason  string
+	Message string
+}
+
+// Reasons used in conditions and events.
+const (
+	ReasonLaunching             = "Launching"
+	ReasonLaunched              = "Launched"
+	ReasonRunning               = "Running"
+	ReasonAdopted               = "Adopted"
+	ReasonPreempted             = "Preempted"
+	ReasonRecovering            = "Recovering"
+	ReasonRecovered             = "Recovered"
+	ReasonRecoveryBackOff       = "RecoveryBackOff"
+	ReasonReplacing             = "Replacing"
+	ReasonTerminating           = "Terminating"
+	ReasonTerminated            = "Terminated"
+	ReasonDeleting              = "Deleting"
+	ReasonSecretBundleNotFound  = "SecretBundleNotFound"
+	ReasonCredentialsNotFound   = "CredentialsNotFound"
+	ReasonLaunchFailed          = "LaunchFailed"
+	ReasonOrphanTerminated      = "OrphanTerminated"
+	ReasonProviderUnavailable   = "ProviderUnavailable"
+	ReasonInvalidLaunchRequest  = "InvalidLaunchRequest"
+	ReasonCredentialsUnreadable = "CredentialsUnreadable"
+)
+
+// Tunables of recovery.
+const (
+	// FastDeath is how soon after launch a VM's death counts towards
+	// recovery back-off.
+	FastDeath = 30 * time.Second
+	// FreeFastRecoveries are recovered at once; after them, back off.
+	FreeFastRecoveries = 2
+	// RecoveryBackOffBase doubles with each further fast death, up to
+	// RecoveryBackOffMax.
+	RecoveryBackOffBase = 5 * time.Second
+	RecoveryBackOffMax  = 5 * time.Minute
+	// PendingPoll is how often to look at a VM that is still starting.
+	PendingPoll = 2 * time.Second
+)
+
+// RestartMarker is the deployment's resubmit marker.
+func RestartMarker(d *manifests.Deployment) string {
+	return d.Metadata.Annotations[manifests.AnnotationRestartedAt]
+}
+
+// Decide returns the plan for one deployment.
+func Decide(in Input) Plan {
+	d := in.Deployment
+	p := Plan{Status: manifests.DeepCopy(d).Status}
+	st := &p.Status
+	gen := d.Metadata.Generation
+
+	if d.Metadata.DeletionTimestamp != nil {
+		for _, vm := range in.Observed {
+			if vm.State != provider.StateTerminated {
+				p.Terminate = append(p.Terminate, vm)
+			}
+		}
+		st.Phase = manifests.PhaseTerminating
+		setReady(st, manifests.ConditionFalse, ReasonDeleting, "the deployment is being deleted", gen, in.Now)
+		setReconciling(st, ReasonDeleting, "terminating the VM", in.Now)
+		if len(p.Terminate) == 0 {
+			p.RemoveFinalizer = true
+			if st.VM != nil {
+				p.Events = append(p.Events, Event{"Normal", ReasonTerminated, fmt.Sprintf("VM %s is gone", st.VM.ID)})
+			}
+			st.VM = nil
+		} else {
+			for _, vm := range p.Terminate {
+				p.Events = append(p.Events, Event{"Normal", ReasonTerminating, fmt.Sprintf("terminating VM %s", vm.ID)})
+			}
+		}
+		return p
+	}
+
+	target := st.Attempt
+	var cur *provider.VM
+	for i := range in.Observed {
+		vm := &in.Observed[i]
+		if vm.Attempt == target && (cur == nil || vm.State.Alive()) {
+			cur = vm
+		}
+	}
+	// VMs of other attempts are leftovers (a replaced VM, a dead
+	// container): end them.
+	for _, vm := range in.Observed {
+		if vm.Attempt != target && vm.State != provider.StateTerminated {
+			p.Terminate = append(p.Terminate, vm)
+		}
+	}
+
+	stale := target > 0 && (st.AttemptGeneration != gen || st.AttemptRestartedAt != RestartMarker(d))
+	switch {
+	case target == 0:
+		startAttempt(&p, d, 1, false, in.Now)
+
+	case stale:
+		why := "the spec changed"
+		if st.AttemptRestartedAt != RestartMarker(d) {
+			why = "resubmitted"
+		}
+		if cur != nil && cur.State != provider.StateTerminated {
+			p.Terminate = append(p.Terminate, *cur)
+			p.Events = append(p.Events, Event{"Normal", ReasonReplacing, fmt.Sprintf("replacing VM %s: %s", cur.ID, why)})
+		}
+		st.FastRecoveries, st.NextLaunchAt = 0, nil
+		startAttempt(&p, d, target+1, false, in.Now)
+
+	case isStalled(st):
+		// A launch for this generation and marker cannot succeed; wait
+		// for the user to change the spec or resubmit.
+
+	case cur != nil && cur.State == provider.StateRunning:
+		adopted := st.VM == nil || st.VM.ID != cur.ID
+		st.VM = vmStatus(*cur, st.VM, d)
+		if adopted {
+			p.Events = append(p.Events, Event{"Normal", ReasonAdopted, fmt.Sprintf("found VM %s of attempt %d running; adopted it", cur.ID, cur.Attempt)})
+		}
+		if st.Phase == manifests.PhaseRecovering {
+			p.Events = append(p.Events, Event{"Normal", ReasonRecovered, fmt.Sprintf("replacement VM %s is running", cur.ID)})
+		}
+		if !cur.LaunchedAt.IsZero() && in.Now.Sub(cur.LaunchedAt) >= FastDeath {
+			st.FastRecoveries = 0
+		}
+		st.Phase = manifests.PhaseRunning
+		st.NextLaunchAt = nil
+		setReady(st, manifests.ConditionTrue, ReasonRunning, fmt.Sprintf("VM %s is running", cur.ID), gen, in.Now)
+		st.Conditions = manifests.RemoveCondition(st.Conditions, manifests.ConditionReconciling)
+		st.ObservedGeneration = gen
+
+	case cur != nil && cur.State.Alive():
+		st.VM = vmStatus(*cur, st.VM, d)
+		if st.Phase != manifests.PhaseRecovering {
+			st.Phase = manifests.PhaseLaunching
+		}
+		setReady(st, manifests.ConditionFalse, ReasonLaunching, fmt.Sprintf("VM %s is starting", cur.ID), gen, in.Now)
+		setReconciling(st, ReasonLaunching, "waiting for the VM to run", in.Now)
+		p.RequeueAfter = PendingPoll
+
+	case cur != nil || (st.VM != nil && st.VM.Attempt == target):
+		// The VM of the current attempt stopped or vanished without our
+		// asking: a preemption. Recover with a new attempt.
+		id, reason := "", "it no longer exists"
+		launchedAt := time.Time{}
+		if cur != nil {
+			id, launchedAt = cur.ID, cur.LaunchedAt
+			if cur.Reason != "" {
+				reason = cur.Reason
+			} else {
+				reason = string(cur.State)
+			}
+			if cur.State != provider.StateTerminated {
+				p.Terminate = append(p.Terminate, *cur)
+			}
+		} else {
+			id, launchedAt = st.VM.ID, st.VM.LaunchedAt
+		}
+		p.Events = append(p.Events, Event{"Warning", ReasonPreempted, fmt.Sprintf("VM %s was taken away: %s", id, reason)})
+		st.Recoveries++
+		if !launchedAt.IsZero() && in.Now.Sub(launchedAt) < FastDeath {
+			st.FastRecoveries++
+		} else {
+			st.FastRecoveries = 0
+		}
+		st.VM = nil
+		if delay := recoveryDelay(st.FastRecoveries); delay > 0 {
+			at := in.Now.Add(delay).UTC()
+			st.Attempt = target + 1
+			st.NextLaunchAt = &at
+			st.Phase = manifests.PhaseRecovering
+			msg := fmt.Sprintf("VM died %d times soon after launch; next attempt in %s", st.FastRecoveries, delay)
+			setReady(st, manifests.ConditionFalse, ReasonRecoveryBackOff, msg, gen, in.Now)
+			setReconciling(st, ReasonRecoveryBackOff, msg, in.Now)
+			p.Events = append(p.Events, Event{"Warning", ReasonRecoveryBackOff, msg})
+			p.RequeueAfter = delay
+			return p
+		}
+		p.Events = append(p.Events, Event{"Normal", ReasonRecovering, fmt.Sprintf("launching attempt %d with freshly resolved secrets", target+1)})
+		startAttempt(&p, d, target+1, true, in.Now)
+
+	default:
+		// The attempt is recorded but no VM is seen: the launch did not
+		// finish (or has not shown up yet). Launch again with the same
+		// attempt, hence the same idempotency token.
+		if st.NextLaunchAt != nil && in.Now.Before(*st.NextLaunchAt) {
+			p.RequeueAfter = st.NextLaunchAt.Sub(in.Now)
+			return p
+		}
+		st.NextLaunchAt = nil
+		p.Launch = &Launch{Attempt: target, Recovery: st.Phase == manifests.PhaseRecovering}
+		if st.Phase != manifests.PhaseRecovering {
+			st.Phase = manifests.PhaseLaunching
+		}
+		setReconciling(st, ReasonLaunching, fmt.Sprintf("launching attempt %d", target), in.Now)
+	}
+	return p
+}
+
+func recoveryDelay(fast int) time.Duration {
+	if fast <= FreeFastRecoveries {
+		return 0
+	}
+	d := RecoveryBackOffBase << (fast - FreeFastRecoveries - 1)
+	if d > RecoveryBackOffMax || d <= 0 {
+		return RecoveryBackOffMax
+	}
+	return d
+}
+
+// startAttempt plans a launch of a new attempt, recording what it is for.
+func startAttempt(p *Plan, d *manifests.Deployment, attempt int, recovery bool, now time.Time) {
+	st := &p.Status
+	st.Attempt = attempt
+	st.AttemptGeneration = d.Metadata.Generation
+	st.AttemptRestartedAt = RestartMarker(d)
+	st.VM = nil
+	st.Conditions = manifests.RemoveCondition(st.Conditions, manifests.ConditionStalled)
+	if recovery {
+		st.Phase = manifests.PhaseRecovering
+	} else {
+		st.Phase = manifests.PhaseLaunching
+	}
+	setReady(st, manifests.ConditionFalse, ReasonLaunching, fmt.Sprintf("launching attempt %d", attempt), d.Metadata.Generation, now)
+	setReconciling(st, ReasonLaunching, fmt.Sprintf("launching attempt %d", attempt), now)
+	p.Launch = &Launch{Attempt: attempt, Recovery: recovery}
+}
+
+func isStalled(st *manifests.DeploymentStatus) bool {
+	c := manifests.FindCondition(st.Conditions, manifests.ConditionStalled)
+	return c != nil && c.Status == manifests.ConditionTrue
+}
+
+// vmStatus describes an observed VM, keeping what only the launch knew
+// (bundle versions) when it is the same VM.
+func vmStatus(vm provider.VM, prev *manifests.VMStatus, d *manifests.Deployment) *manifests.VMStatus {
+	out := &manifests.VMStatus{
+		ID: vm.ID, Market: vm.Market, Address: vm.Address, LaunchedAt: vm.LaunchedAt.UTC(), Attempt: vm.Attempt,
+		RestartedAt: d.Status.AttemptRestartedAt, Generation: d.Status.AttemptGeneration,
+	}
+	if prev != nil && prev.ID == vm.ID {
+		out.BundleVersions = prev.BundleVersions
+		if out.Address == "" {
+			out.Address = prev.Address
+		}
+		if out.LaunchedAt.IsZero() {
+			out.LaunchedAt = prev.LaunchedAt
+		}
+	}
+	return out
+}
+
+// VMStatusFromLaunch describes a VM the controller has just launched.
+func VMStatusFromLaunch(vm provider.VM, st *manifests.DeploymentStatus, bundles map[string]int64) *manifests.VMStatus {
+	return &manifests.VMStatus{
+		ID: vm.ID, Market: vm.Market, Address: vm.Address, LaunchedAt: vm.LaunchedAt.UTC(), Attempt: vm.Attempt,
+		BundleVersions: bundles, RestartedAt: st.AttemptRestartedAt, Generation: st.AttemptGeneration,
+	}
+}
+
+func setReady(st *manifests.DeploymentStatus, status, reason, msg string, gen int64, now time.Time) {
+	st.Conditions = manifests.SetCondition(st.Conditions, manifests.Condition{
+		Type: manifests.ConditionReady, Status: status, Reason: reason, Message: msg, ObservedGeneration: gen,
+	}, now)
+}
+
+func setReconciling(st *manifests.DeploymentStatus, reason, msg string, now time.Time) {
+	st.Conditions = manifests.SetCondition(st.Conditions, manifests.Condition{
+		Type: manifests.ConditionReconciling, Status: manifests.ConditionTrue, Reason: reason, Message: msg,
+	}, now)
+}
+
+// SetReady records the Ready condition; the controller uses it for
+// outcomes only it sees (a missing bundle, a failed launch).
+func SetReady(st *manifests.DeploymentStatus, status, reason, msg string, gen int64, now time.Time) {
+	setReady(st, status, reason, msg, gen, now)
+}
+
+// SetStalled records that the current attempt cannot succeed until the
+// user changes something.
+func SetStalled(st *manifests.DeploymentStatus, reason, msg string, gen int64, now time.Time) {
+	st.Phase = manifests.PhaseFailed
+	setReady(st, manifests.ConditionFalse, reason, msg, gen, now)
+	st.Conditions = manifests.SetCondition(st.Conditions, manifests.Condition{
+		Type: manifests.ConditionStalled, Status: manifests.ConditionTrue, Reason: reason, Message: msg, ObservedGeneration: gen,
+	}, now)
+	st.Conditions = manifests.RemoveCondition(st.Conditions, manifests.ConditionReconciling)
+}
