@@ -133,17 +133,21 @@ func Decide(in Input) Plan {
 	}
 
 	target := st.Attempt
+	// The current attempt's VM: a live one before a dead one, the one
+	// recorded in status before any other. A cloud that ignores the launch
+	// token (an emulator, a retry after a dropped response) can make two.
 	var cur *provider.VM
 	for i := range in.Observed {
 		vm := &in.Observed[i]
-		if vm.Attempt == target && (cur == nil || vm.State.Alive()) {
+		if vm.Attempt == target && (cur == nil || preferVM(*vm, *cur, st.VM)) {
 			cur = vm
 		}
 	}
 	// VMs of other attempts are leftovers (a replaced VM, a dead
-	// container): end them.
+	// container), and so are duplicates of this one: end them.
 	for _, vm := range in.Observed {
-		if vm.Attempt != target && vm.State != provider.StateTerminated {
+		leftover := vm.Attempt != target || vm.ID != cur.ID
+		if leftover && vm.State != provider.StateTerminated {
 			p.Terminate = append(p.Terminate, vm)
 		}
 	}
@@ -253,6 +257,15 @@ func Decide(in Input) Plan {
 		setReconciling(st, ReasonLaunching, fmt.Sprintf("launching attempt %d", target), in.Now)
 	}
 	return p
+}
+
+// preferVM reports whether a should be the current attempt's VM rather than
+// b: a live VM wins over a dead one, then the VM recorded in status.
+func preferVM(a, b provider.VM, recorded *manifests.VMStatus) bool {
+	if a.State.Alive() != b.State.Alive() {
+		return a.State.Alive()
+	}
+	return recorded != nil && a.ID == recorded.ID && b.ID != recorded.ID
 }
 
 func recoveryDelay(fast int) time.Duration {
