@@ -126,6 +126,32 @@ func (c *Client) Resubmit(ctx context.Context, name string) (*manifests.Deployme
 	return &d, nil
 }
 
+// Logs copies a deployment's workload log to w; with follow it streams
+// until ctx ends.
+func (c *Client) Logs(ctx context.Context, name string, follow bool, w io.Writer) error {
+	path := "/v1/deployments/" + url.PathEscape(name) + "/logs"
+	if follow {
+		path += "?follow=true"
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://anycloud"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return c.transportError(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return readError(resp)
+	}
+	_, err = io.Copy(w, resp.Body)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
 // SealingKey returns the public key values are sealed to.
 func (c *Client) SealingKey(ctx context.Context) (string, error) {
 	var k SealingKey

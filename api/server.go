@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -31,6 +32,9 @@ type Server struct {
 	Version string
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// Logs streams a deployment's workload log; nil when no controller
+	// runs.
+	Logs func(ctx context.Context, name string, follow bool, w io.Writer) error
 }
 
 func (s *Server) now() time.Time {
@@ -51,6 +55,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/{resource}/{name}/events", s.events)
 	mux.HandleFunc("DELETE /v1/{resource}/{name}", s.delete)
 	mux.HandleFunc("POST /v1/deployments/{name}/resubmit", s.resubmit)
+	mux.HandleFunc("GET /v1/deployments/{name}/logs", s.logs)
 	return s.logged(mux)
 }
 
@@ -259,6 +264,48 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
 	b, _ := json.Marshal(res.Object)
 	s.Log.Info("object deleted", "kind", k, "name", r.PathValue("name"), "gone", res.Deleted, "force", opts.Force)
 	writeJSON(w, 200, DeleteResponse{Deleted: res.Deleted, Object: b})
+}
+
+// logs streams the workload's log as plain text, flushed as it comes.
+func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
+	if s.Logs == nil {
+		writeStatus(w, Status{Code: 404, Reason: ReasonNotFound, Message: "this control plane runs no controller"})
+		return
+	}
+	name := r.PathValue("name")
+	if _, err := s.Store.Get(r.Context(), manifests.KindDeployment, name); err != nil {
+		s.writeError(w, err)
+		return
+	}
+	fw := &flushWriter{w: w}
+	err := s.Logs(r.Context(), name, r.URL.Query().Get("follow") == "true", fw)
+	if err != nil && !fw.started {
+		s.writeError(w, err)
+		return
+	}
+	if err != nil {
+		s.Log.V(1).Info("log stream ended", "deployment", name, "error", err.Error())
+	}
+}
+
+// flushWriter sends each write to the client at once and notes whether
+// the response has begun.
+type flushWriter struct {
+	w       http.ResponseWriter
+	started bool
+}
+
+func (f *flushWriter) Write(p []byte) (int, error) {
+	if !f.started {
+		f.w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		f.w.WriteHeader(200)
+		f.started = true
+	}
+	n, err := f.w.Write(p)
+	if fl, ok := f.w.(http.Flusher); ok {
+		fl.Flush()
+	}
+	return n, err
 }
 
 // resubmit bumps the deployment's restart marker; the controller replaces

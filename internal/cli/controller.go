@@ -18,8 +18,10 @@ import (
 
 // ControllerOptions are the options of `anycloud controller`.
 type ControllerOptions struct {
-	f         *Factory
-	Verbosity int
+	f           *Factory
+	Verbosity   int
+	Resync      time.Duration
+	OrphanGrace time.Duration
 }
 
 // NewCmdController builds `anycloud controller`: the control plane in the
@@ -41,6 +43,8 @@ Other commands start one in the background when none is running (see up).`,
 		},
 	}
 	cmd.Flags().IntVarP(&o.Verbosity, "verbosity", "v", 0, "log verbosity (1 logs every request and routine success)")
+	cmd.Flags().DurationVar(&o.Resync, "resync", 30*time.Second, "how often every deployment and VM is looked at")
+	cmd.Flags().DurationVar(&o.OrphanGrace, "orphan-grace", 2*time.Minute, "how long a managed VM that no deployment owns lives before it is terminated")
 	return cmd
 }
 
@@ -54,8 +58,10 @@ func (o *ControllerOptions) Run(ctx context.Context) error {
 	defer stop()
 	return controlplane.Run(ctx, controlplane.Config{
 		Home:    home,
-		Log:     controlplane.NewLogger(o.f.IO.ErrOut, o.Verbosity),
-		Version: Version,
+		Log:         controlplane.NewLogger(o.f.IO.ErrOut, o.Verbosity),
+		Version:     Version,
+		Resync:      o.Resync,
+		OrphanGrace: o.OrphanGrace,
 	})
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/go-logr/logr/funcr"
 
 	"github.com/anycloud/anycloud/api"
+	"github.com/anycloud/anycloud/controller"
 	"github.com/anycloud/anycloud/seal"
 	"github.com/anycloud/anycloud/state"
 )
@@ -37,6 +38,10 @@ type Config struct {
 	Version string
 	// Ready, when set, is called once the API is being served.
 	Ready func()
+	// Resync is the controller's resync period (default 30s).
+	Resync time.Duration
+	// OrphanGrace is how long an unowned VM lives (default 2m).
+	OrphanGrace time.Duration
 }
 
 // Run serves the control plane until ctx ends.
@@ -57,7 +62,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer os.Remove(pidPath)
 
-	srv := &api.Server{Store: store, Sealing: box, Log: log.WithName("api"), Version: cfg.Version}
+	provs := &providers{}
+	defer provs.close()
+	ctrl := controller.New(controller.Options{
+		Store: store, Providers: provs, Log: log.WithName("controller"),
+		Resync: cfg.Resync, OrphanGrace: cfg.OrphanGrace,
+	})
+	srv := &api.Server{Store: store, Sealing: box, Log: log.WithName("api"), Version: cfg.Version, Logs: ctrl.Logs}
 	sock := filepath.Join(cfg.Home, api.SocketFile)
 	ln, err := api.Listen(sock)
 	if err != nil {
@@ -67,7 +78,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Ready != nil {
 		cfg.Ready()
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ctrlDone := make(chan error, 1)
+	go func() { ctrlDone <- ctrl.Run(ctx) }()
 	err = srv.ServeListener(ctx, ln)
+	cancel()
+	<-ctrlDone
 	os.Remove(sock)
 	log.Info("control plane stopped")
 	return err

@@ -286,11 +286,13 @@ func (p *Provider) Logs(ctx context.Context, vm provider.VM, follow bool, w io.W
 }
 
 // Notify implements provider.Notifier: it calls notify whenever a managed
-// container starts, dies or is destroyed, until ctx ends.
+// container starts, dies, pauses or is destroyed, until ctx ends. (A kill
+// is reported by its die: the kill event comes while the container still
+// runs.)
 func (p *Provider) Notify(ctx context.Context, notify func()) error {
 	res := p.docker.Events(ctx, client.EventsListOptions{
 		Filters: make(client.Filters).Add("type", "container").Add("label", LabelManaged+"=true").
-			Add("event", "start", "die", "destroy", "stop", "kill", "pause"),
+			Add("event", "start", "die", "destroy", "pause"),
 	})
 	for {
 		select {

@@ -1,0 +1,186 @@
+package controller
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/anycloud/anycloud/provider"
+)
+
+// vmCache holds the last listing of each provider scope, indexed by
+// deployment uid, so that one List per scope serves every deployment.
+// The controller's own launches and terminations are written into it at
+// once, so that the next decision sees them before the next listing.
+type vmCache struct {
+	mu     sync.Mutex
+	scopes map[string]*scopeVMs
+}
+
+type scopeVMs struct {
+	// listMu makes concurrent first reconciles share one listing.
+	listMu sync.Mutex
+	listed bool
+	byUID  map[string][]provider.VM
+	// fresh holds VMs we launched that no listing has shown yet, with
+	// when: a listing that began before the launch, or a cloud whose
+	// listings lag (EC2 is eventually consistent), must not make a new VM
+	// look preempted.
+	fresh map[string]freshVM
+}
+
+type freshVM struct {
+	vm provider.VM
+	at time.Time
+}
+
+// freshFor is how long a launched VM missing from listings is still
+// believed to exist.
+const freshFor = time.Minute
+
+func newVMCache() *vmCache { return &vmCache{scopes: map[string]*scopeVMs{}} }
+
+func (c *vmCache) scope(p provider.Provider) *scopeVMs {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.scopes[p.Key()]
+	if s == nil {
+		s = &scopeVMs{byUID: map[string][]provider.VM{}, fresh: map[string]freshVM{}}
+		c.scopes[p.Key()] = s
+	}
+	return s
+}
+
+// observed returns the VMs of uid, listing the scope first if it has never
+// been listed.
+func (c *vmCache) observed(ctx context.Context, p provider.Provider, uid string) ([]provider.VM, error) {
+	s := c.scope(p)
+	s.listMu.Lock()
+	listed := s.listed
+	s.listMu.Unlock()
+	if !listed {
+		if _, err := c.relistIfNeeded(ctx, p); err != nil {
+			return nil, err
+		}
+	}
+	return c.cached(p, uid), nil
+}
+
+func (c *vmCache) relistIfNeeded(ctx context.Context, p provider.Provider) ([]string, error) {
+	s := c.scope(p)
+	s.listMu.Lock()
+	defer s.listMu.Unlock()
+	if s.listed {
+		return nil, nil
+	}
+	return c.relistLocked(ctx, p, s)
+}
+
+// relist lists the scope and returns the uids whose VMs changed.
+func (c *vmCache) relist(ctx context.Context, p provider.Provider) ([]string, error) {
+	s := c.scope(p)
+	s.listMu.Lock()
+	defer s.listMu.Unlock()
+	return c.relistLocked(ctx, p, s)
+}
+
+func (c *vmCache) relistLocked(ctx context.Context, p provider.Provider, s *scopeVMs) ([]string, error) {
+	vms, err := p.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	next := map[string][]provider.VM{}
+	seen := map[string]bool{}
+	for _, vm := range vms {
+		next[vm.UID] = append(next[vm.UID], vm)
+		seen[vm.ID] = true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	for id, f := range s.fresh {
+		switch {
+		case seen[id] || now.Sub(f.at) > freshFor:
+			delete(s.fresh, id)
+		default:
+			next[f.vm.UID] = append(next[f.vm.UID], f.vm)
+		}
+	}
+	var changed []string
+	for uid, list := range next {
+		if !slices.Equal(list, s.byUID[uid]) {
+			changed = append(changed, uid)
+		}
+	}
+	for uid := range s.byUID {
+		if _, ok := next[uid]; !ok {
+			changed = append(changed, uid)
+		}
+	}
+	s.byUID = next
+	s.listed = true
+	return changed, nil
+}
+
+// cached returns a copy of the VMs of uid.
+func (c *vmCache) cached(p provider.Provider, uid string) []provider.VM {
+	s := c.scope(p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(s.byUID[uid])
+}
+
+// all returns every VM of the scope.
+func (c *vmCache) all(p provider.Provider) []provider.VM {
+	s := c.scope(p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []provider.VM
+	for _, l := range s.byUID {
+		out = append(out, l...)
+	}
+	return out
+}
+
+// put records a VM the controller launched and returns the uid's VMs.
+func (c *vmCache) put(p provider.Provider, vm provider.VM) []provider.VM {
+	s := c.scope(p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s.fresh[vm.ID] = freshVM{vm: vm, at: time.Now()}
+	list := s.byUID[vm.UID]
+	for i := range list {
+		if list[i].ID == vm.ID {
+			list[i] = vm
+			return slices.Clone(list)
+		}
+	}
+	s.byUID[vm.UID] = append(list, vm)
+	return slices.Clone(s.byUID[vm.UID])
+}
+
+// markTerminated records a VM the controller terminated.
+func (c *vmCache) markTerminated(p provider.Provider, id string) {
+	s := c.scope(p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(s.fresh, id)
+	for uid, list := range s.byUID {
+		for i := range list {
+			if list[i].ID == id {
+				list[i].State = provider.StateTerminated
+				s.byUID[uid] = list
+				return
+			}
+		}
+	}
+}
+
+// forget drops a deleted deployment's VMs.
+func (c *vmCache) forget(p provider.Provider, uid string) {
+	s := c.scope(p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(s.byUID, uid)
+}
