@@ -46,11 +46,11 @@ func (c *Client) Ping(ctx context.Context) error {
 	return c.do(ctx, "GET", "/v1/version", nil, &v)
 }
 
-// Version returns the control plane's version.
-func (c *Client) Version(ctx context.Context) (string, error) {
+// Version returns the control plane's version and cluster id.
+func (c *Client) Version(ctx context.Context) (version, cluster string, err error) {
 	var v map[string]string
-	err := c.do(ctx, "GET", "/v1/version", nil, &v)
-	return v["version"], err
+	err = c.do(ctx, "GET", "/v1/version", nil, &v)
+	return v["version"], v["cluster"], err
 }
 
 // Apply writes objects in one transaction.

@@ -139,7 +139,7 @@ func (s *Server) logged(next http.Handler) http.Handler {
 }
 
 func (s *Server) version(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, 200, map[string]string{"version": s.Version})
+	writeJSON(w, 200, map[string]string{"version": s.Version, "cluster": s.Store.ClusterID()})
 }
 
 func (s *Server) sealingKey(w http.ResponseWriter, r *http.Request) {

@@ -33,6 +33,7 @@ var (
 	bucketEvents = []byte("events")
 	keyRV        = []byte("rv")
 	keyCheck     = []byte("keycheck")
+	keyCluster   = []byte("cluster")
 )
 
 // keyCheckIdentity seals a known value at first use, so that opening the
@@ -44,8 +45,9 @@ const maxEvents = 50
 
 // Bolt is the Store in a bbolt file.
 type Bolt struct {
-	db   *bolt.DB
-	keys *seal.Keyring
+	db      *bolt.DB
+	keys    *seal.Keyring
+	cluster string
 	now  func() time.Time
 
 	// mu orders writes with their watch notifications.
@@ -123,6 +125,17 @@ func (s *Bolt) init(home string) error {
 				return fmt.Errorf("init store: %w", err)
 			}
 		}
+		meta := tx.Bucket(bucketMeta)
+		if id := meta.Get(keyCluster); id != nil {
+			s.cluster = string(id)
+		} else {
+			var b [8]byte
+			rand.Read(b[:])
+			s.cluster = fmt.Sprintf("%x", b)
+			if err := meta.Put(keyCluster, []byte(s.cluster)); err != nil {
+				return err
+			}
+		}
 		if check == nil {
 			sealed, err := keys.Seal(keyCheckIdentity, []byte("anycloud"))
 			if err != nil {
@@ -147,6 +160,9 @@ func (s *Bolt) init(home string) error {
 		return nil
 	})
 }
+
+// ClusterID implements Store.
+func (s *Bolt) ClusterID() string { return s.cluster }
 
 // Close closes the file and ends every watch.
 func (s *Bolt) Close() error {

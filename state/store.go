@@ -48,6 +48,11 @@ type Store interface {
 	RecordEvent(ctx context.Context, ref manifests.ObjectRef, ev Event) error
 	// Events lists an object's events, oldest first.
 	Events(ctx context.Context, ref manifests.ObjectRef) ([]Event, error)
+	// ClusterID names this control plane's state, made once with the
+	// store. Providers tag VMs with it, so that two control planes sharing
+	// a cloud account or a Docker engine never take each other's VMs for
+	// orphans.
+	ClusterID() string
 	// Close releases the store.
 	Close() error
 }

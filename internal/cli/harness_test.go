@@ -11,7 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/client"
+
+	"github.com/anycloud/anycloud/api"
 	"github.com/anycloud/anycloud/internal/controlplane"
+	"github.com/anycloud/anycloud/provider/local"
 )
 
 // env is a control plane running in-process on a fresh home, and a way to
@@ -23,6 +27,8 @@ type env struct {
 	log *syncBuffer
 	// vars is the environment commands see.
 	vars map[string]string
+	// cluster is the control plane's id; its containers carry it.
+	cluster string
 }
 
 type syncBuffer struct {
@@ -46,6 +52,13 @@ func (s *syncBuffer) String() string {
 // socket paths are limited to about 100 bytes.
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvWith(t, nil)
+}
+
+// newEnvWith starts a control plane whose config tune may change. Every
+// container the control plane made is removed when the test ends.
+func newEnvWith(t *testing.T, tune func(*controlplane.Config)) *env {
+	t.Helper()
 	home, err := os.MkdirTemp("", "ac")
 	if err != nil {
 		t.Fatal(err)
@@ -55,12 +68,14 @@ func newEnv(t *testing.T) *env {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)
-	go func() {
-		done <- controlplane.Run(ctx, controlplane.Config{
-			Home: home, Log: controlplane.NewLogger(e.log, 1), Version: "test",
-			Ready: func() { close(ready) },
-		})
-	}()
+	cfg := controlplane.Config{
+		Home: home, Log: controlplane.NewLogger(e.log, 1), Version: "test",
+		Ready: func() { close(ready) },
+	}
+	if tune != nil {
+		tune(&cfg)
+	}
+	go func() { done <- controlplane.Run(ctx, cfg) }()
 	select {
 	case <-ready:
 	case err := <-done:
@@ -68,13 +83,38 @@ func newEnv(t *testing.T) *env {
 	case <-time.After(10 * time.Second):
 		t.Fatal("control plane did not start")
 	}
+	_, cluster, err := api.NewClient(filepath.Join(home, api.SocketFile)).Version(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cluster = cluster
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("control plane: %v", err)
 		}
+		removeContainers(cluster)
 	})
 	return e
+}
+
+// removeContainers removes every container of a control plane, if an
+// engine is there.
+func removeContainers(cluster string) {
+	c, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := c.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", local.LabelCluster+"="+cluster)})
+	if err != nil {
+		return
+	}
+	for _, ct := range res.Items {
+		c.ContainerRemove(ctx, ct.ID, client.ContainerRemoveOptions{Force: true})
+	}
 }
 
 // result is what one command did.

@@ -255,8 +255,8 @@ func NewCmdVersion(f *Factory) *cobra.Command {
 				return err
 			}
 			c := api.NewClient(filepath.Join(home, api.SocketFile))
-			if v, err := c.Version(cmd.Context()); err == nil {
-				fmt.Fprintf(f.IO.Out, "control plane: %s\n", v)
+			if v, cluster, err := c.Version(cmd.Context()); err == nil {
+				fmt.Fprintf(f.IO.Out, "control plane: %s (cluster %s, home %s)\n", v, cluster, home)
 			} else {
 				fmt.Fprintf(f.IO.Out, "control plane: not running\n")
 			}

@@ -62,7 +62,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer os.Remove(pidPath)
 
-	provs := &providers{}
+	provs := &providers{cluster: store.ClusterID()}
 	defer provs.close()
 	ctrl := controller.New(controller.Options{
 		Store: store, Providers: provs, Log: log.WithName("controller"),

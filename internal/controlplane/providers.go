@@ -13,6 +13,8 @@ import (
 // providers hands out providers by credentials. The local Docker engine is
 // one provider shared by every credentials object of provider local.
 type providers struct {
+	cluster string
+
 	mu    sync.Mutex
 	local *local.Provider
 }
@@ -23,7 +25,7 @@ func (p *providers) For(ctx context.Context, creds *manifests.Credentials, secre
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		if p.local == nil {
-			lp, err := local.New()
+			lp, err := local.New(p.cluster)
 			if err != nil {
 				return nil, fmt.Errorf("%w: %v", provider.ErrUnavailable, err)
 			}

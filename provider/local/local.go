@@ -36,6 +36,7 @@ const (
 	LabelUID        = "anycloud.uid"
 	LabelAttempt    = "anycloud.attempt"
 	LabelToken      = "anycloud.token"
+	LabelCluster    = "anycloud.cluster"
 )
 
 // Key is the scope key of the local provider: there is one engine.
@@ -43,16 +44,20 @@ const Key = "local"
 
 // Provider runs deployments as containers on the local Docker engine.
 type Provider struct {
-	docker *client.Client
+	docker  *client.Client
+	cluster string
 }
 
 // New connects to the engine named by DOCKER_HOST, or the default socket.
-func New() (*Provider, error) {
+// cluster is the control plane's id: its containers carry it, and List
+// sees only those, so that control planes sharing an engine leave each
+// other alone.
+func New(cluster string) (*Provider, error) {
 	c, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
 	if err != nil {
 		return nil, fmt.Errorf("docker client: %w", err)
 	}
-	return &Provider{docker: c}, nil
+	return &Provider{docker: c, cluster: cluster}, nil
 }
 
 // Ping checks that the engine answers.
@@ -128,6 +133,7 @@ func (p *Provider) Launch(ctx context.Context, req provider.LaunchRequest) (prov
 			LabelUID:        req.UID,
 			LabelAttempt:    strconv.Itoa(req.Attempt),
 			LabelToken:      req.Token,
+			LabelCluster:    p.cluster,
 		},
 	}
 	host := &container.HostConfig{PortBindings: bindings}
@@ -167,7 +173,7 @@ func (p *Provider) inspect(ctx context.Context, ref string) (provider.VM, error)
 		return provider.VM{}, classify(err, "inspect container "+ref)
 	}
 	c := res.Container
-	if c.Config == nil || c.Config.Labels[LabelManaged] != "true" {
+	if c.Config == nil || c.Config.Labels[LabelManaged] != "true" || c.Config.Labels[LabelCluster] != p.cluster {
 		return provider.VM{}, fmt.Errorf("container %s is not managed by anycloud: %w", ref, provider.ErrInvalid)
 	}
 	vm := fromLabels(c.ID, c.Config.Labels)
@@ -233,7 +239,7 @@ func mapState(s container.ContainerState, exitReason string) (provider.State, st
 func (p *Provider) List(ctx context.Context) ([]provider.VM, error) {
 	res, err := p.docker.ContainerList(ctx, client.ContainerListOptions{
 		All:     true,
-		Filters: make(client.Filters).Add("label", LabelManaged+"=true"),
+		Filters: make(client.Filters).Add("label", LabelManaged+"=true", LabelCluster+"="+p.cluster),
 	})
 	if err != nil {
 		return nil, classify(err, "list containers")
@@ -291,7 +297,7 @@ func (p *Provider) Logs(ctx context.Context, vm provider.VM, follow bool, w io.W
 // runs.)
 func (p *Provider) Notify(ctx context.Context, notify func()) error {
 	res := p.docker.Events(ctx, client.EventsListOptions{
-		Filters: make(client.Filters).Add("type", "container").Add("label", LabelManaged+"=true").
+		Filters: make(client.Filters).Add("type", "container").Add("label", LabelManaged+"=true", LabelCluster+"="+p.cluster).
 			Add("event", "start", "die", "destroy", "pause"),
 	})
 	for {
