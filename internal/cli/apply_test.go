@@ -13,7 +13,7 @@ const goodDeployment = `apiVersion: anycloud.dev/v1
 kind: Deployment
 metadata: {name: good}
 spec:
-  image: anycloud-demo:latest
+  image: anycloud-demo:test
 `
 
 // TestBadInputIsReportedAndNothingIsWritten applies a directory that holds

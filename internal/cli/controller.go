@@ -57,7 +57,7 @@ func (o *ControllerOptions) Run(ctx context.Context) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return controlplane.Run(ctx, controlplane.Config{
-		Home:    home,
+		Home:        home,
 		Log:         controlplane.NewLogger(o.f.IO.ErrOut, o.Verbosity),
 		Version:     Version,
 		Resync:      o.Resync,

@@ -53,9 +53,10 @@ spec: {stringData: {HF_TOKEN: x}}
 	e.must("apply", "-f", dir)
 	e.must("submit", "img:1", "--name", "other", "--secret", "hf")
 	r := e.must("delete", "-f", dir)
-	if !strings.Contains(r.stdout, "deployment/good deleted") || !strings.Contains(r.stdout, "secretbundle/hf terminating (in use by other") {
+	if !strings.Contains(r.stdout, "deployment/good") || !strings.Contains(r.stdout, "secretbundle/hf terminating (in use by ") {
 		t.Fatalf("delete -f:\n%s", r)
 	}
+	waitFor(t, func() bool { return e.run("get", "deploy", "good").code == 1 })
 	if got := e.must("get", "sb", "hf").stdout; !strings.Contains(got, "Terminating") {
 		t.Errorf("bundle should be Terminating while other uses it:\n%s", got)
 	}
@@ -63,7 +64,7 @@ spec: {stringData: {HF_TOKEN: x}}
 	if r := e.run("apply", "-f", dir); r.code != 3 || !strings.Contains(r.stderr, "Terminating") {
 		t.Errorf("apply onto a terminating bundle: %s (exit %d)", r, r.code)
 	}
-	e.must("delete", "deploy", "other")
+	e.must("delete", "deploy", "other", "--wait", "--timeout", "30s")
 	if r := e.run("get", "sb", "hf"); r.code != 1 {
 		t.Errorf("bundle should be gone with its last user: %s", r)
 	}

@@ -108,12 +108,17 @@ func removeContainers(cluster string) {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := c.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", local.LabelCluster+"="+cluster)})
-	if err != nil {
-		return
-	}
-	for _, ct := range res.Items {
-		c.ContainerRemove(ctx, ct.ID, client.ContainerRemoveOptions{Force: true})
+	// A launch cut off by the shutdown may still be completing inside
+	// the engine: sweep a few times.
+	for round := 0; round < 3; round++ {
+		res, err := c.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", local.LabelCluster+"="+cluster)})
+		if err != nil {
+			return
+		}
+		for _, ct := range res.Items {
+			c.ContainerRemove(ctx, ct.ID, client.ContainerRemoveOptions{Force: true})
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

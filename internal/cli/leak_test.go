@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/anycloud/anycloud/api"
+	"github.com/anycloud/anycloud/internal/testenv"
 	"github.com/anycloud/anycloud/state"
 )
 
@@ -100,7 +101,7 @@ spec:
 kind: Deployment
 metadata: {name: train}
 spec:
-  image: anycloud-demo:latest
+  image: anycloud-demo:test
   env: {EPOCHS: "3"}
   secrets: [viamanifest, viaarg, viaenv, viafile]
 `)
@@ -125,7 +126,7 @@ spec:
 	must("apply", "-f", filepath.Join(dir, "sealed.yaml"))
 
 	// Submit with bundles and a sensitive-looking env key (advisory).
-	must("submit", "anycloud-demo:latest", "--name", "job1", "--credentials", "aws1", "--secret", "viaseal", "--secret", "viaarg", "--env", "MODE=fast")
+	must("submit", testenv.DemoImage, "--name", "job1", "--credentials", "aws1", "--secret", "viaseal", "--secret", "viaarg", "--env", "MODE=fast")
 
 	// Every reading command, in every format.
 	for _, kind := range []string{"deployments", "secretbundles", "credentials"} {
