@@ -260,7 +260,7 @@ func (c *Controller) Reconcile(ctx context.Context, req Request) (Result, error)
 // not an error: the deployment waits for it (nil VM, nil error).
 func (c *Controller) launch(ctx context.Context, prov provider.Provider, d *manifests.Deployment, l *reconcile.Launch) (*provider.VM, error) {
 	log := logr.FromContextOrDiscard(ctx)
-	st := d.Status
+	st := manifests.DeepCopy(d).Status // never alias the stored conditions
 	env, versions, missing, err := c.resolve(ctx, d)
 	if err != nil {
 		return nil, err
@@ -385,7 +385,7 @@ func (c *Controller) providerFailed(ctx context.Context, d *manifests.Deployment
 			return Result{}, uerr
 		}
 	}
-	st := d.Status
+	st := manifests.DeepCopy(d).Status // never alias the stored conditions
 	prev := manifests.FindCondition(st.Conditions, manifests.ConditionReady)
 	msg := err.Error()
 	reconcile.SetReady(&st, manifests.ConditionFalse, reason, msg, d.Metadata.Generation, c.clock.Now())
