@@ -224,7 +224,7 @@ func (q *Queue) Done(key string) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	delete(q.processing, key)
-	if q.dirty[key] {
+	if q.dirty[key] && !q.shutdown {
 		q.order = append(q.order, key)
 		q.cond.Signal()
 	}
