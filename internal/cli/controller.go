@@ -22,6 +22,7 @@ type ControllerOptions struct {
 	Verbosity   int
 	Resync      time.Duration
 	OrphanGrace time.Duration
+	APIOnly     bool
 }
 
 // NewCmdController builds `anycloud controller`: the control plane in the
@@ -44,6 +45,7 @@ Other commands start one in the background when none is running (see up).`,
 	}
 	cmd.Flags().IntVarP(&o.Verbosity, "verbosity", "v", 0, "log verbosity (1 logs every request and routine success)")
 	cmd.Flags().DurationVar(&o.Resync, "resync", 30*time.Second, "how often every deployment and VM is looked at")
+	cmd.Flags().BoolVar(&o.APIOnly, "api-only", false, "serve the API and store only; launch and terminate nothing")
 	cmd.Flags().DurationVar(&o.OrphanGrace, "orphan-grace", 2*time.Minute, "how long a managed VM that no deployment owns lives before it is terminated")
 	return cmd
 }
@@ -62,6 +64,7 @@ func (o *ControllerOptions) Run(ctx context.Context) error {
 		Version:     Version,
 		Resync:      o.Resync,
 		OrphanGrace: o.OrphanGrace,
+		APIOnly:     o.APIOnly,
 	})
 }
 

@@ -21,7 +21,7 @@ import (
 // env is a control plane running in-process on a fresh home, and a way to
 // run CLI commands against it as a user would.
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	home string
 	// log is everything the control plane logged, at verbosity 1.
 	log *syncBuffer
@@ -58,6 +58,11 @@ func newEnv(t *testing.T) *env {
 // newEnvWith starts a control plane whose config tune may change. Every
 // container the control plane made is removed when the test ends.
 func newEnvWith(t *testing.T, tune func(*controlplane.Config)) *env {
+	t.Helper()
+	return newEnvFor(t, tune)
+}
+
+func newEnvFor(t testing.TB, tune func(*controlplane.Config)) *env {
 	t.Helper()
 	home, err := os.MkdirTemp("", "ac")
 	if err != nil {

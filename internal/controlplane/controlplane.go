@@ -42,6 +42,9 @@ type Config struct {
 	Resync time.Duration
 	// OrphanGrace is how long an unowned VM lives (default 2m).
 	OrphanGrace time.Duration
+	// APIOnly serves the store without the controller: for benchmarks of
+	// the API and for inspecting a store without touching any cloud.
+	APIOnly bool
 }
 
 // Run serves the control plane until ctx ends.
@@ -81,7 +84,11 @@ func Run(ctx context.Context, cfg Config) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ctrlDone := make(chan error, 1)
-	go func() { ctrlDone <- ctrl.Run(ctx) }()
+	if cfg.APIOnly {
+		ctrlDone <- nil
+	} else {
+		go func() { ctrlDone <- ctrl.Run(ctx) }()
+	}
 	err = srv.ServeListener(ctx, ln)
 	cancel()
 	<-ctrlDone

@@ -190,9 +190,18 @@ func (p *Provider) inspect(ctx context.Context, ref string) (provider.VM, error)
 	return vm, nil
 }
 
+// shortID is the engine's short form of a container id, as docker ps
+// shows it.
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
 func fromLabels(id string, l map[string]string) provider.VM {
 	attempt, _ := strconv.Atoi(l[LabelAttempt])
-	return provider.VM{ID: id, Deployment: l[LabelDeployment], UID: l[LabelUID], Attempt: attempt, Market: "local"}
+	return provider.VM{ID: shortID(id), Deployment: l[LabelDeployment], UID: l[LabelUID], Attempt: attempt, Market: "local"}
 }
 
 // address is the first published port, as 127.0.0.1:PORT.

@@ -1,0 +1,48 @@
+# anycloud — see README.md.
+GO        ?= go
+BIN       := bin/anycloud
+DEMO_TAG  ?= anycloud-demo:latest
+# The quickstart bundle reads DEMO_TOKEN from the environment of `apply`.
+DEMO_TOKEN ?= quickstart-demo-token
+export DEMO_TOKEN
+
+.PHONY: build test run bench lint demo-image clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/anycloud
+
+# The demo workload, built FROM scratch from a static Go binary: no
+# registry is needed.
+demo-image:
+	mkdir -p bin/demo
+	CGO_ENABLED=0 $(GO) build -o bin/demo/demo ./examples/demo
+	cp examples/demo/Dockerfile bin/demo/Dockerfile
+	DOCKER_BUILDKIT=0 docker build -q -t $(DEMO_TAG) bin/demo >/dev/null
+	@echo "built $(DEMO_TAG)"
+
+# The main job: the control plane on the local Docker engine, running
+# examples/quickstart until it is Ready.
+run: build demo-image
+	./$(BIN) up
+	./$(BIN) apply -f examples/quickstart --wait --timeout 2m
+	./$(BIN) status
+	@echo
+	@addr=$$(./$(BIN) get deploy hello -o json | sed -n 's/.*"address": "\([^"]*\)".*/\1/p'); \
+	  echo "The demo reports the env keys it received (never values): curl http://$$addr/env"; \
+	  if command -v curl >/dev/null; then curl -s "http://$$addr/env"; fi
+	@echo "Try:   docker kill \$$(docker ps -q --filter label=anycloud.deployment=hello)   then   ./$(BIN) describe deploy hello"
+	@echo "Stop:  ./$(BIN) delete -f examples/quickstart --wait && ./$(BIN) down"
+
+test:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+bench:
+	./scripts/bench.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin
