@@ -48,7 +48,7 @@ type Bolt struct {
 	db      *bolt.DB
 	keys    *seal.Keyring
 	cluster string
-	now  func() time.Time
+	now     func() time.Time
 
 	// mu orders writes with their watch notifications.
 	mu       sync.Mutex
