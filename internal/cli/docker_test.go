@@ -69,7 +69,7 @@ func (e *dockerEnv) containers(deployment string) []ctr {
 			k, v, _ := strings.Cut(kv, "=")
 			env[k] = v
 		}
-		out = append(out, ctr{ID: c.ID, State: string(c.State), Attempt: c.Labels[local.LabelAttempt], Env: env})
+		out = append(out, ctr{ID: c.ID[:12], State: string(c.State), Attempt: c.Labels[local.LabelAttempt], Env: env})
 	}
 	return out
 }
