@@ -191,6 +191,14 @@ func Decide(in Input) Plan {
 		st.Conditions = manifests.RemoveCondition(st.Conditions, manifests.ConditionReconciling)
 		st.ObservedGeneration = gen
 
+	case cur != nil && cur.State.Alive() && (st.VM == nil || st.VM.ID != cur.ID):
+		// A VM of this attempt exists but its launch never completed
+		// (the control plane died mid-launch; a container created but not
+		// started). Launch again with the same attempt: the token makes
+		// it return this VM, finishing what was begun.
+		p.Launch = &Launch{Attempt: target, Recovery: st.Phase == manifests.PhaseRecovering}
+		setReconciling(st, ReasonLaunching, fmt.Sprintf("finishing the launch of attempt %d", target), in.Now)
+
 	case cur != nil && cur.State.Alive():
 		st.VM = vmStatus(*cur, st.VM, d)
 		if st.Phase != manifests.PhaseRecovering {

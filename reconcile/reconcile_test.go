@@ -316,13 +316,16 @@ func TestDecide(t *testing.T) {
 			},
 		},
 		{
-			name:     "pending VM of a crashed launch is recorded and polled, not launched again",
+			// The control plane died mid-launch (a container created but
+			// never started): the same attempt is launched again, and its
+			// token returns this VM and finishes the launch.
+			name:     "pending VM of a crashed launch is launched again with the same attempt",
 			d:        dep(attempt(1, manifests.PhaseLaunching)),
 			observed: []provider.VM{vm("i-1", 1, provider.StatePending)},
 			want: outcome{
-				Attempt: 1, AttemptGeneration: 1, VM: "i-1",
+				Launch:  &reconcile.Launch{Attempt: 1},
+				Attempt: 1, AttemptGeneration: 1,
 				Phase: manifests.PhaseLaunching, Ready: "False Launching", Reconciling: true,
-				RequeueAfter: reconcile.PendingPoll,
 			},
 		},
 		{

@@ -1,0 +1,228 @@
+package main_test
+
+// Tests of the real binary: autostart, up/down, exit statuses, and a
+// control plane killed with SIGKILL in the middle of launching.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/client"
+
+	"github.com/anycloud/anycloud/internal/testenv"
+	"github.com/anycloud/anycloud/manifests"
+	"github.com/anycloud/anycloud/provider/local"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "acbin")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "anycloud")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type run struct {
+	stdout, stderr string
+	code           int
+}
+
+func anycloud(t *testing.T, home string, env []string, args ...string) run {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(append(os.Environ(), "ANYCLOUD_HOME="+home), env...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return run{out.String(), errOut.String(), code}
+}
+
+func stopControlPlane(t *testing.T, home string) {
+	t.Cleanup(func() { anycloud(t, home, nil, "down") })
+}
+
+func TestCommandsStartTheControlPlaneAndUpDownManageIt(t *testing.T) {
+	home := testenv.ShortTempDir(t)
+	stopControlPlane(t, home)
+	r := anycloud(t, home, nil, "secrets", "new", "hf", "HF_TOKEN=x")
+	if r.code != 0 || !strings.Contains(r.stderr, "started the control plane in the background") {
+		t.Fatalf("autostart: %+v", r)
+	}
+	for _, f := range []string{"api.sock", "state.db", "cipher.key", "controller.log", "controller.pid"} {
+		if _, err := os.Stat(filepath.Join(home, f)); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	if fi, _ := os.Stat(filepath.Join(home, "api.sock")); fi != nil && fi.Mode().Perm() != 0o600 {
+		t.Errorf("api.sock mode %v, want 0600", fi.Mode().Perm())
+	}
+	if r := anycloud(t, home, nil, "up"); !strings.Contains(r.stdout, "already running") {
+		t.Errorf("up while running: %+v", r)
+	}
+	if r := anycloud(t, home, nil, "down"); r.code != 0 || !strings.Contains(r.stdout, "stopped") {
+		t.Errorf("down: %+v", r)
+	}
+	if _, err := os.Stat(filepath.Join(home, "api.sock")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket left after down: %v", err)
+	}
+	// State survives: the next command restarts it and finds the bundle.
+	if r := anycloud(t, home, nil, "get", "sb", "hf", "-o", "name"); r.stdout != "secretbundle/hf\n" {
+		t.Errorf("after restart: %+v", r)
+	}
+}
+
+func TestExitStatuses(t *testing.T) {
+	home := testenv.ShortTempDir(t)
+	stopControlPlane(t, home)
+	anycloud(t, home, nil, "secrets", "new", "hf", "HF_TOKEN=x")
+	anycloud(t, home, nil, "submit", "missing-image:1", "--name", "train", "--secret", "hf")
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("apiVersion: anycloud.dev/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {imagee: y}\n"), 0o644)
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"get", "deploy", "train", "-o", "name"}, 0},
+		{[]string{"apply", "-f", bad}, 1},
+		{[]string{"get", "deploy", "nope"}, 1},
+		{[]string{"get", "pods"}, 2},
+		{[]string{"apply"}, 2},
+		{[]string{"bogus-verb"}, 1},
+		{[]string{"secrets", "delete", "hf"}, 3},
+	} {
+		if r := anycloud(t, home, nil, tc.args...); r.code != tc.code {
+			t.Errorf("anycloud %v: exit %d, want %d\n%s%s", tc.args, r.code, tc.code, r.stdout, r.stderr)
+		}
+	}
+}
+
+// TestKilledControlPlaneLeavesExactlyOneContainerPerDeployment kills the
+// control plane with SIGKILL at several moments while it launches, then
+// restarts it: every deployment ends with exactly one container.
+func TestKilledControlPlaneLeavesExactlyOneContainerPerDeployment(t *testing.T) {
+	docker := testenv.RequireDocker(t)
+	image := testenv.RequireDemoImage(t)
+	for _, delay := range []time.Duration{0, 50 * time.Millisecond, 150 * time.Millisecond, 400 * time.Millisecond} {
+		t.Run(delay.String(), func(t *testing.T) {
+			home := testenv.ShortTempDir(t)
+			ctl := startController(t, home)
+			dir := t.TempDir()
+			var names []string
+			for i := range 4 {
+				name := fmt.Sprintf("d%d", i)
+				names = append(names, name)
+				os.WriteFile(filepath.Join(dir, name+".yaml"), []byte(fmt.Sprintf(
+					"apiVersion: anycloud.dev/v1\nkind: Deployment\nmetadata: {name: %s}\nspec: {image: %s}\n", name, image)), 0o644)
+			}
+			if r := anycloud(t, home, nil, "apply", "-f", dir); r.code != 0 {
+				t.Fatalf("apply: %+v", r)
+			}
+			time.Sleep(delay)
+			ctl.Process.Signal(syscall.SIGKILL)
+			ctl.Wait()
+
+			ctl = startController(t, home)
+			defer func() { ctl.Process.Signal(syscall.SIGTERM); ctl.Wait() }()
+			cluster := clusterOf(t, home)
+			t.Cleanup(func() { removeCluster(docker, cluster) })
+			deadline := time.Now().Add(60 * time.Second)
+			for _, name := range names {
+				for !ready(t, home, name) {
+					if time.Now().After(deadline) {
+						t.Fatalf("%s not Ready after restart", name)
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+			time.Sleep(500 * time.Millisecond) // let a wrong duplicate show
+			res, err := docker.ContainerList(context.Background(), client.ContainerListOptions{All: true,
+				Filters: make(client.Filters).Add("label", local.LabelCluster+"="+cluster)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			per := map[string]int{}
+			for _, c := range res.Items {
+				per[c.Labels[local.LabelDeployment]]++
+			}
+			for _, name := range names {
+				if per[name] != 1 {
+					t.Errorf("%s has %d containers, want exactly 1", name, per[name])
+				}
+			}
+		})
+	}
+}
+
+func startController(t *testing.T, home string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(binary, "controller", "--home", home)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if r := anycloud(t, home, nil, "version"); strings.Contains(r.stdout, "cluster") {
+			return cmd
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("controller did not start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func clusterOf(t *testing.T, home string) string {
+	r := anycloud(t, home, nil, "version")
+	_, rest, _ := strings.Cut(r.stdout, "(cluster ")
+	id, _, _ := strings.Cut(rest, ",")
+	return id
+}
+
+func ready(t *testing.T, home, name string) bool {
+	r := anycloud(t, home, []string{}, "get", "deploy", name, "-o", "json")
+	var d manifests.Deployment
+	if json.Unmarshal([]byte(r.stdout), &d) != nil {
+		return false
+	}
+	c := manifests.FindCondition(d.Status.Conditions, manifests.ConditionReady)
+	return c != nil && c.Status == manifests.ConditionTrue
+}
+
+func removeCluster(c *client.Client, cluster string) {
+	ctx := context.Background()
+	res, err := c.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", local.LabelCluster+"="+cluster)})
+	if err != nil {
+		return
+	}
+	for _, ct := range res.Items {
+		c.ContainerRemove(ctx, ct.ID, client.ContainerRemoveOptions{Force: true})
+	}
+}
