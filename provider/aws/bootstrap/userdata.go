@@ -1,0 +1,96 @@
+package bootstrap
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"regexp"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// installDocker makes sure Docker is installed and running, on Amazon Linux
+// (dnf or yum, package docker) and on Debian or Ubuntu (apt, docker.io).
+// Best effort: if it fails, Run reports that docker is missing.
+const installDocker = `if ! command -v docker >/dev/null 2>&1; then
+  if command -v dnf >/dev/null 2>&1; then dnf install -y docker
+  elif command -v yum >/dev/null 2>&1; then yum install -y docker
+  elif command -v apt-get >/dev/null 2>&1; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io
+  fi
+fi
+systemctl enable --now docker
+`
+
+// userRE is what useradd accepts on the distributions anycloud targets.
+var userRE = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+
+// cloudConfig is the part of cloud-init's schema that anycloud writes.
+type cloudConfig struct {
+	SSHDeleteKeys     bool     `yaml:"ssh_deletekeys"`
+	SSHKeys           sshKeys  `yaml:"ssh_keys"`
+	DisableRoot       *bool    `yaml:"disable_root,omitempty"`
+	SSHAuthorizedKeys []string `yaml:"ssh_authorized_keys"`
+	Users             []any    `yaml:"users,omitempty"`
+	RunCmd            []any    `yaml:"runcmd"`
+}
+
+type sshKeys struct {
+	ED25519Private string `yaml:"ed25519_private"`
+	ED25519Public  string `yaml:"ed25519_public"`
+}
+
+type cloudUser struct {
+	Name              string   `yaml:"name"`
+	Sudo              string   `yaml:"sudo"`
+	LockPasswd        bool     `yaml:"lock_passwd"`
+	SSHAuthorizedKeys []string `yaml:"ssh_authorized_keys"`
+}
+
+// UserData is the cloud-init document (starting "#cloud-config", not
+// base64-encoded) to launch a VM with: it replaces the image's host keys by
+// k's host key, authorizes k's client key for user (made a password-less
+// sudoer if it is not the image's default user; root is allowed to log in
+// when user is "root"), and installs and starts Docker. It holds public
+// keys and the VM's own host key only: never a secret value of a workload.
+func UserData(k *Keys, user string) ([]byte, error) {
+	if k == nil || k.AuthorizedKey == "" || len(k.HostKeyPEM) == 0 || k.HostKeyLine == "" {
+		return nil, errors.New("user-data: incomplete keys")
+	}
+	if !userRE.MatchString(user) {
+		return nil, fmt.Errorf("user-data: invalid login user %q", user)
+	}
+	cfg := cloudConfig{
+		SSHDeleteKeys: true,
+		SSHKeys: sshKeys{
+			ED25519Private: string(k.HostKeyPEM),
+			ED25519Public:  k.HostKeyLine,
+		},
+		SSHAuthorizedKeys: []string{k.AuthorizedKey},
+		RunCmd:            []any{[]string{"sh", "-c", installDocker}},
+	}
+	if user == "root" {
+		no := false
+		cfg.DisableRoot = &no
+	} else {
+		// An entry named like the image's default user is merged into it
+		// by cloud-init; any other name is a new user.
+		cfg.Users = []any{"default", cloudUser{
+			Name:              user,
+			Sudo:              "ALL=(ALL) NOPASSWD:ALL",
+			LockPasswd:        true,
+			SSHAuthorizedKeys: []string{k.AuthorizedKey},
+		}}
+	}
+	var buf bytes.Buffer
+	buf.WriteString("#cloud-config\n")
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(cfg); err != nil {
+		return nil, fmt.Errorf("user-data: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("user-data: %w", err)
+	}
+	return buf.Bytes(), nil
+}

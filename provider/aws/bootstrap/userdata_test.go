@@ -1,0 +1,86 @@
+package bootstrap
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/crypto/ssh"
+	"sigs.k8s.io/yaml"
+)
+
+func TestUserDataIsCloudConfigWithThisDeploymentsKeys(t *testing.T) {
+	k, err := EnsureKeys(t.TempDir(), "uid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, user := range []string{"ec2-user", "ubuntu", "root"} {
+		t.Run(user, func(t *testing.T) {
+			out, err := UserData(k, user)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.HasPrefix(out, []byte("#cloud-config\n")) {
+				t.Fatalf("no #cloud-config header:\n%s", out)
+			}
+			var doc struct {
+				SSHDeleteKeys     bool              `json:"ssh_deletekeys"`
+				SSHKeys           map[string]string `json:"ssh_keys"`
+				SSHAuthorizedKeys []string          `json:"ssh_authorized_keys"`
+				DisableRoot       *bool             `json:"disable_root"`
+				Users             []any             `json:"users"`
+				RunCmd            []any             `json:"runcmd"`
+			}
+			if err := yaml.UnmarshalStrict(out, &doc); err != nil {
+				t.Fatalf("not valid YAML (or unexpected keys): %v\n%s", err, out)
+			}
+			if !doc.SSHDeleteKeys {
+				t.Error("ssh_deletekeys is not true")
+			}
+			if diff := cmp.Diff([]string{k.AuthorizedKey}, doc.SSHAuthorizedKeys); diff != "" {
+				t.Errorf("ssh_authorized_keys (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(map[string]string{"ed25519_private": string(k.HostKeyPEM), "ed25519_public": k.HostKeyLine}, doc.SSHKeys); diff != "" {
+				t.Errorf("ssh_keys (-want +got):\n%s", diff)
+			}
+			if pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(doc.SSHKeys["ed25519_public"])); err != nil || !sameKey(pub, k.HostKey) {
+				t.Errorf("ed25519_public is not the pinned host key (%v)", err)
+			}
+			if user == "root" {
+				if doc.DisableRoot == nil || *doc.DisableRoot {
+					t.Error("root login not enabled for user root")
+				}
+			} else {
+				want := []any{"default", map[string]any{
+					"name": user, "sudo": "ALL=(ALL) NOPASSWD:ALL", "lock_passwd": true,
+					"ssh_authorized_keys": []any{k.AuthorizedKey},
+				}}
+				if diff := cmp.Diff(want, doc.Users); diff != "" {
+					t.Errorf("users (-want +got):\n%s", diff)
+				}
+			}
+			if !strings.Contains(string(out), "systemctl enable --now docker") {
+				t.Errorf("docker is not started:\n%s", out)
+			}
+		})
+	}
+}
+
+func TestUserDataRefusesABadUserOrMissingKeys(t *testing.T) {
+	k, err := EnsureKeys(t.TempDir(), "uid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, user := range []string{"", "Root", "a b", "x\nruncmd: [reboot]", "$(id)"} {
+		if _, err := UserData(k, user); err == nil {
+			t.Errorf("user %q accepted", user)
+		}
+	}
+	if _, err := UserData(&Keys{}, "ec2-user"); err == nil {
+		t.Error("empty keys accepted")
+	}
+	if _, err := UserData(nil, "ec2-user"); err == nil {
+		t.Error("nil keys accepted")
+	}
+}
