@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/anycloud/anycloud/manifests"
+	"github.com/anycloud/anycloud/provider"
 	"github.com/anycloud/anycloud/state"
 )
 
@@ -150,6 +151,13 @@ func (c *Client) Logs(ctx context.Context, name string, follow bool, w io.Writer
 		return nil
 	}
 	return err
+}
+
+// SSHInfo says how to reach a deployment's VM.
+func (c *Client) SSHInfo(ctx context.Context, name string) (provider.SSHInfo, error) {
+	var info provider.SSHInfo
+	err := c.do(ctx, "GET", "/v1/deployments/"+url.PathEscape(name)+"/ssh", nil, &info)
+	return info, err
 }
 
 // SealingKey returns the public key values are sealed to.

@@ -20,6 +20,7 @@
 //	DELETE /v1/{resource}/{name}[?force=true][&declarative=true][&uid=U]
 //	POST   /v1/deployments/{name}/resubmit
 //	GET    /v1/deployments/{name}/logs[?follow=true]   the workload's log, plain text
+//	GET    /v1/deployments/{name}/ssh                  how to reach the VM (no secrets)
 //	GET    /v1/sealing-key
 //
 // where resource is deployments, secretbundles or credentials.

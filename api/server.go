@@ -15,6 +15,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/anycloud/anycloud/manifests"
+	"github.com/anycloud/anycloud/provider"
 	"github.com/anycloud/anycloud/seal"
 	"github.com/anycloud/anycloud/state"
 )
@@ -35,6 +36,8 @@ type Server struct {
 	// Logs streams a deployment's workload log; nil when no controller
 	// runs.
 	Logs func(ctx context.Context, name string, follow bool, w io.Writer) error
+	// SSH says how to reach a deployment's VM; nil when no controller runs.
+	SSH func(ctx context.Context, name string) (provider.SSHInfo, error)
 }
 
 func (s *Server) now() time.Time {
@@ -56,6 +59,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("DELETE /v1/{resource}/{name}", s.delete)
 	mux.HandleFunc("POST /v1/deployments/{name}/resubmit", s.resubmit)
 	mux.HandleFunc("GET /v1/deployments/{name}/logs", s.logs)
+	mux.HandleFunc("GET /v1/deployments/{name}/ssh", s.ssh)
 	return s.logged(mux)
 }
 
@@ -286,6 +290,21 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.Log.V(1).Info("log stream ended", "deployment", name, "error", err.Error())
 	}
+}
+
+// ssh returns how to reach the deployment's VM: address, user, the path
+// of the private key on this machine and the pinned host key.
+func (s *Server) ssh(w http.ResponseWriter, r *http.Request) {
+	if s.SSH == nil {
+		writeStatus(w, Status{Code: 404, Reason: ReasonNotFound, Message: "this control plane runs no controller"})
+		return
+	}
+	info, err := s.SSH(r.Context(), r.PathValue("name"))
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, info)
 }
 
 // flushWriter sends each write to the client at once and notes whether

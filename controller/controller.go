@@ -209,7 +209,8 @@ func (c *Controller) Reconcile(ctx context.Context, req Request) (Result, error)
 
 	var result Result
 	for round := 0; ; round++ {
-		plan := reconcile.Decide(reconcile.Input{Deployment: d, Observed: observed, Now: c.clock.Now()})
+		_, needsBootstrap := prov.(provider.Bootstrapper)
+		plan := reconcile.Decide(reconcile.Input{Deployment: d, Observed: observed, Now: c.clock.Now(), NeedsBootstrap: needsBootstrap})
 		c.recordEvents(ctx, d, plan.Events)
 		acted := false
 		for _, vm := range plan.Terminate {
@@ -231,7 +232,21 @@ func (c *Controller) Reconcile(ctx context.Context, req Request) (Result, error)
 			log.Info("deployment deleted")
 			return Result{}, nil
 		}
-		if plan.Launch != nil {
+		if plan.Bootstrap {
+			ok, err := c.bootstrap(ctx, prov.(provider.Bootstrapper), d, plan.Status)
+			if err != nil {
+				return Result{}, err
+			}
+			if !ok {
+				return Result{}, nil // waiting for a bundle; status says why
+			}
+			obj, err := c.store.Get(ctx, manifests.KindDeployment, d.Metadata.Name)
+			if err != nil {
+				return Result{}, err
+			}
+			d = manifests.DeepCopy(obj.(*manifests.Deployment))
+			acted = true
+		} else if plan.Launch != nil {
 			d, err = c.writeStatus(ctx, d, plan.Status)
 			if err != nil {
 				return Result{}, err
@@ -325,6 +340,66 @@ func (c *Controller) launch(ctx context.Context, prov provider.Provider, d *mani
 	}
 	*d = *nd
 	return &vm, nil
+}
+
+// bootstrap starts the workload on the running VM recorded in st, with
+// secrets resolved now, and records that it did and which bundle versions
+// went in. It reports false when a bundle is missing.
+func (c *Controller) bootstrap(ctx context.Context, b provider.Bootstrapper, d *manifests.Deployment, st manifests.DeploymentStatus) (bool, error) {
+	log := logr.FromContextOrDiscard(ctx)
+	d, err := c.writeStatus(ctx, d, st)
+	if err != nil {
+		return false, err
+	}
+	st = manifests.DeepCopy(d).Status
+	env, versions, missing, err := c.resolve(ctx, d)
+	if err != nil {
+		return false, err
+	}
+	now := c.clock.Now()
+	if len(missing) > 0 {
+		msg := fmt.Sprintf("secret bundle(s) %s not found; the workload is started when they exist", strings.Join(missing, ", "))
+		prev := manifests.FindCondition(st.Conditions, manifests.ConditionReady)
+		reconcile.SetReady(&st, manifests.ConditionFalse, reconcile.ReasonSecretBundleNotFound, msg, d.Metadata.Generation, now)
+		if prev == nil || prev.Reason != reconcile.ReasonSecretBundleNotFound {
+			c.event(ctx, d, state.EventWarning, reconcile.ReasonSecretBundleNotFound, msg)
+		}
+		_, err := c.writeStatus(ctx, d, st)
+		return false, err
+	}
+	vm := st.VM
+	req := provider.LaunchRequest{
+		Deployment: d.Metadata.Name, UID: d.Metadata.UID, Attempt: vm.Attempt, Token: provider.Token(d.Metadata.UID, vm.Attempt),
+		Image: d.Spec.Image, Command: d.Spec.Command, Env: env, VMType: d.Spec.VMType, Spot: d.Spec.Spot,
+	}
+	err = b.Bootstrap(ctx, provider.VM{ID: vm.ID, Deployment: d.Metadata.Name, UID: d.Metadata.UID, Attempt: vm.Attempt, Address: vm.Address}, req)
+	clear(env)
+	if err != nil {
+		msg := fmt.Sprintf("start the workload on VM %s: %v", vm.ID, err)
+		prev := manifests.FindCondition(st.Conditions, manifests.ConditionReady)
+		reconcile.SetReady(&st, manifests.ConditionFalse, reconcile.ReasonBootstrapFailed, msg, d.Metadata.Generation, now)
+		if prev == nil || prev.Message != msg {
+			c.event(ctx, d, state.EventWarning, reconcile.ReasonBootstrapFailed, msg)
+		}
+		if _, werr := c.writeStatus(ctx, d, st); werr != nil {
+			return false, errors.Join(err, werr)
+		}
+		return false, err // retried with back-off: sshd may still be starting
+	}
+	st.VM.Bootstrapped = true
+	st.VM.BundleVersions = versions
+	var bv []string
+	for _, name := range d.Spec.Secrets {
+		bv = append(bv, fmt.Sprintf("%s@%d", name, versions[name]))
+	}
+	msg := fmt.Sprintf("started the workload on VM %s", vm.ID)
+	if len(bv) > 0 {
+		msg += " with bundles " + strings.Join(bv, ", ")
+	}
+	c.event(ctx, d, state.EventNormal, reconcile.ReasonBootstrapped, msg)
+	log.Info("workload started", "vm", vm.ID)
+	_, err = c.writeStatus(ctx, d, st)
+	return err == nil, err
 }
 
 // resolve reads every bundle the deployment names, as the store holds it
@@ -448,6 +523,28 @@ func (c *Controller) Logs(ctx context.Context, name string, follow bool, w io.Wr
 	}
 	vm := provider.VM{ID: d.Status.VM.ID, Address: d.Status.VM.Address, Deployment: name, UID: d.Metadata.UID, Attempt: d.Status.VM.Attempt}
 	return lg.Logs(ctx, vm, follow, w)
+}
+
+// SSHInfo says how to reach a deployment's current VM over SSH.
+func (c *Controller) SSHInfo(ctx context.Context, name string) (provider.SSHInfo, error) {
+	obj, err := c.store.Get(ctx, manifests.KindDeployment, name)
+	if err != nil {
+		return provider.SSHInfo{}, err
+	}
+	d := obj.(*manifests.Deployment)
+	if d.Status.VM == nil {
+		return provider.SSHInfo{}, fmt.Errorf("deployment %s has no VM yet (phase %s): %w", name, d.Status.Phase, state.ErrNotFound)
+	}
+	prov, err := c.providerFor(ctx, d)
+	if err != nil {
+		return provider.SSHInfo{}, err
+	}
+	sa, ok := prov.(provider.SSHAccess)
+	if !ok {
+		return provider.SSHInfo{}, fmt.Errorf("deployment %s runs on provider %s, which has no SSH (for local containers use docker exec): %w", name, prov.Key(), state.ErrInvalid)
+	}
+	vm := provider.VM{ID: d.Status.VM.ID, Address: d.Status.VM.Address, Deployment: name, UID: d.Metadata.UID, Attempt: d.Status.VM.Attempt}
+	return sa.SSHInfo(ctx, vm)
 }
 
 // watchDeployments queues every change of a deployment.

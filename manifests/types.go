@@ -221,6 +221,10 @@ type VMStatus struct {
 	RestartedAt string `json:"restartedAt,omitempty"`
 	// Generation is the spec generation the VM was created for.
 	Generation int64 `json:"generation,omitempty"`
+	// Bootstrapped is true once the workload was started on the VM with
+	// its resolved env, for providers that do that in a step after launch
+	// (aws, over SSH). The local provider starts it at launch.
+	Bootstrapped bool `json:"bootstrapped,omitempty"`
 }
 
 // SecretBundle is a named set of write-only secret values. The values

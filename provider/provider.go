@@ -43,6 +43,31 @@ type Logger interface {
 	Logs(ctx context.Context, vm VM, follow bool, w io.Writer) error
 }
 
+// Bootstrapper is implemented by providers whose VMs need their workload
+// started once the VM runs (aws: over SSH). The controller calls Bootstrap
+// with freshly resolved env when it sees the VM running, and the VM is
+// Ready only after it succeeds. It must be safe to repeat: a control plane
+// that dies before recording success calls it again.
+type Bootstrapper interface {
+	Bootstrap(ctx context.Context, vm VM, req LaunchRequest) error
+}
+
+// SSHAccess is implemented by providers whose VMs accept SSH with the
+// deployment's key, for `anycloud ssh`.
+type SSHAccess interface {
+	SSHInfo(ctx context.Context, vm VM) (SSHInfo, error)
+}
+
+// SSHInfo is how to reach a VM: no secret is in it (the key is a path on
+// this machine).
+type SSHInfo struct {
+	Addr    string `json:"addr"` // host:port
+	User    string `json:"user"`
+	KeyPath string `json:"keyPath"`
+	// HostKey is the pinned host key in authorized_keys format.
+	HostKey string `json:"hostKey"`
+}
+
 // Notifier is implemented by providers that learn of changes (a container
 // that died) faster than a resync would; notify is called on each.
 type Notifier interface {

@@ -25,6 +25,9 @@ type Input struct {
 	// any attempt, including stopped and terminated ones.
 	Observed []provider.VM
 	Now      time.Time
+	// NeedsBootstrap says the provider starts the workload in a step
+	// after launch (provider.Bootstrapper).
+	NeedsBootstrap bool
 }
 
 // Plan is what to do.
@@ -38,6 +41,9 @@ type Plan struct {
 	// whose token the launch uses.
 	Status manifests.DeploymentStatus
 	Events []Event
+	// Bootstrap asks for the workload to be started on the running VM in
+	// Status.VM, with freshly resolved env.
+	Bootstrap bool
 	// RemoveFinalizer: the deployment is deleting and its VMs are gone.
 	RemoveFinalizer bool
 	// RequeueAfter asks to look again later (a VM still starting, a
@@ -62,6 +68,9 @@ type Event struct {
 // Reasons used in conditions and events.
 const (
 	ReasonLaunching             = "Launching"
+	ReasonBootstrapping         = "Bootstrapping"
+	ReasonBootstrapped          = "Bootstrapped"
+	ReasonBootstrapFailed       = "BootstrapFailed"
 	ReasonLaunched              = "Launched"
 	ReasonRunning               = "Running"
 	ReasonAdopted               = "Adopted"
@@ -172,6 +181,15 @@ func Decide(in Input) Plan {
 	case isStalled(st):
 		// A launch for this generation and marker cannot succeed; wait
 		// for the user to change the spec or resubmit.
+
+	case cur != nil && cur.State == provider.StateRunning && in.NeedsBootstrap && (st.VM == nil || st.VM.ID != cur.ID || !st.VM.Bootstrapped):
+		st.VM = vmStatus(*cur, st.VM, d)
+		if st.Phase != manifests.PhaseRecovering {
+			st.Phase = manifests.PhaseLaunching
+		}
+		setReady(st, manifests.ConditionFalse, ReasonBootstrapping, fmt.Sprintf("VM %s is running; starting the workload", cur.ID), gen, in.Now)
+		setReconciling(st, ReasonBootstrapping, "starting the workload over SSH", in.Now)
+		p.Bootstrap = true
 
 	case cur != nil && cur.State == provider.StateRunning:
 		adopted := st.VM == nil || st.VM.ID != cur.ID
@@ -319,6 +337,7 @@ func vmStatus(vm provider.VM, prev *manifests.VMStatus, d *manifests.Deployment)
 	}
 	if prev != nil && prev.ID == vm.ID {
 		out.BundleVersions = prev.BundleVersions
+		out.Bootstrapped = prev.Bootstrapped
 		if out.Address == "" {
 			out.Address = prev.Address
 		}

@@ -18,7 +18,8 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	err := cli.NewRootCmd(f).ExecuteContext(ctx)
 	stop()
-	if err != nil && !errors.Is(err, cli.ErrSilent) {
+	var exit *cli.ExitError
+	if err != nil && !errors.Is(err, cli.ErrSilent) && !errors.As(err, &exit) {
 		fmt.Fprintln(os.Stderr, "error:", err)
 	}
 	os.Exit(cli.ExitCode(err))

@@ -163,10 +163,15 @@ var ErrSilent = errors.New("")
 // ExitCode maps an error to the process exit status: 0 done, 1 failed, 2
 // bad usage, 3 refused because of a conflict (409).
 func ExitCode(err error) int {
-	var ue *UsageError
+	var (
+		ue *UsageError
+		ee *ExitError
+	)
 	switch {
 	case err == nil:
 		return 0
+	case errors.As(err, &ee):
+		return ee.Code
 	case errors.As(err, &ue):
 		return 2
 	case api.IsConflict(err):
@@ -205,6 +210,7 @@ Credentials manifests; a local control plane keeps the cloud matching them.`,
 		NewCmdSubmit(f, nil),
 		NewCmdResubmit(f, nil),
 		NewCmdLogs(f, nil),
+		NewCmdSSH(f, nil),
 		NewCmdController(f, nil),
 		NewCmdUp(f, nil),
 		NewCmdDown(f, nil),

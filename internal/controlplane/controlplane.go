@@ -71,7 +71,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Store: store, Providers: provs, Log: log.WithName("controller"),
 		Resync: cfg.Resync, OrphanGrace: cfg.OrphanGrace,
 	})
-	srv := &api.Server{Store: store, Sealing: box, Log: log.WithName("api"), Version: cfg.Version, Logs: ctrl.Logs}
+	srv := &api.Server{Store: store, Sealing: box, Log: log.WithName("api"), Version: cfg.Version, Logs: ctrl.Logs, SSH: ctrl.SSHInfo}
 	sock := filepath.Join(cfg.Home, api.SocketFile)
 	ln, err := api.Listen(sock)
 	if err != nil {

@@ -1,0 +1,375 @@
+// Package aws is the EC2 provider: a VM is an EC2 instance, launched with
+// RunInstances (spot through InstanceMarketOptions), tagged at launch so
+// that no CreateTags call is needed, listed with one filtered, paginated
+// DescribeInstances per resync, and bootstrapped over SSH (package
+// bootstrap) with a per-deployment key and a pinned host key.
+//
+// The vocabulary: EC2API is the narrow slice of the SDK client that is
+// used, with the SDK's own signatures, so *ec2.Client satisfies it;
+// Provider implements provider.Provider on top of it; classify turns SDK
+// errors into the provider sentinels in one place; retry does short,
+// cloud-side retries of throttling and transient failures with
+// cenkalti/backoff (the SDK's own retryer is off, so a failure is never
+// retried twice over); limits keeps calls within EC2's request buckets.
+package aws
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	sdkaws "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/anycloud/anycloud/provider"
+)
+
+// EC2API is what the provider uses of the EC2 client.
+type EC2API interface {
+	RunInstances(ctx context.Context, params *ec2.RunInstancesInput, optFns ...func(*ec2.Options)) (*ec2.RunInstancesOutput, error)
+	DescribeInstances(ctx context.Context, params *ec2.DescribeInstancesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error)
+	TerminateInstances(ctx context.Context, params *ec2.TerminateInstancesInput, optFns ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error)
+	DescribeImages(ctx context.Context, params *ec2.DescribeImagesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error)
+}
+
+// Tags on every instance anycloud launches.
+const (
+	TagManaged    = "anycloud:managed"
+	TagDeployment = "anycloud:deployment"
+	TagUID        = "anycloud:uid"
+	TagAttempt    = "anycloud:attempt"
+	TagCluster    = "anycloud:cluster"
+)
+
+// DefaultVMType is used when a deployment names none.
+const DefaultVMType = "t3.micro"
+
+// Options configure a Provider.
+type Options struct {
+	Client EC2API
+	// Key names the scope: credentials and region.
+	Key    string
+	Region string
+	// Cluster is the control plane's id, tagged on every instance and
+	// filtered on in List.
+	Cluster string
+	// SSH says how VMs are reached for the bootstrap, logs and `anycloud
+	// ssh`; its UserData renders each launch's user-data.
+	SSH SSH
+	// Retry bounds the short retries of one call; zero takes defaults
+	// (about 20s in all).
+	Retry RetryPolicy
+}
+
+// RetryPolicy bounds cloud-side retries.
+type RetryPolicy struct {
+	Initial, Max, MaxElapsed time.Duration
+}
+
+// Provider launches deployments as EC2 instances.
+type Provider struct {
+	ec2      EC2API
+	key      string
+	region   string
+	cluster  string
+	ssh      SSH
+	retry    RetryPolicy
+	limits   *limits
+
+	mu     sync.Mutex
+	images map[string]string // default AMI per architecture, resolved once
+}
+
+// New returns a provider over the given client.
+func New(o Options) *Provider {
+	if o.Retry.Initial == 0 {
+		o.Retry.Initial = 200 * time.Millisecond
+	}
+	if o.Retry.Max == 0 {
+		o.Retry.Max = 5 * time.Second
+	}
+	if o.Retry.MaxElapsed == 0 {
+		o.Retry.MaxElapsed = 20 * time.Second
+	}
+	return &Provider{
+		ec2: o.Client, key: o.Key, region: o.Region, cluster: o.Cluster, ssh: o.SSH,
+		retry: o.Retry, limits: newLimits(), images: map[string]string{},
+	}
+}
+
+// Key implements provider.Provider.
+func (p *Provider) Key() string { return p.key }
+
+// Launch implements provider.Provider: one RunInstances, tagged, with the
+// attempt's ClientToken, so that a retry (ours, or a whole reconcile's
+// after a crash) returns the same instance. Secret values are not part of
+// the request: they reach the VM only through the SSH bootstrap.
+func (p *Provider) Launch(ctx context.Context, req provider.LaunchRequest) (provider.VM, error) {
+	image := req.ImageID
+	if image == "" {
+		var err error
+		if image, err = p.defaultImage(ctx); err != nil {
+			return provider.VM{}, err
+		}
+	}
+	vmType := req.VMType
+	if vmType == "" {
+		vmType = DefaultVMType
+	}
+	in := &ec2.RunInstancesInput{
+		ImageId:      sdkaws.String(image),
+		InstanceType: types.InstanceType(vmType),
+		MinCount:     sdkaws.Int32(1),
+		MaxCount:     sdkaws.Int32(1),
+		ClientToken:  sdkaws.String(req.Token),
+		TagSpecifications: []types.TagSpecification{{
+			ResourceType: types.ResourceTypeInstance,
+			Tags: []types.Tag{
+				{Key: sdkaws.String("Name"), Value: sdkaws.String("anycloud-" + req.Deployment)},
+				{Key: sdkaws.String(TagManaged), Value: sdkaws.String("true")},
+				{Key: sdkaws.String(TagDeployment), Value: sdkaws.String(req.Deployment)},
+				{Key: sdkaws.String(TagUID), Value: sdkaws.String(req.UID)},
+				{Key: sdkaws.String(TagAttempt), Value: sdkaws.String(strconv.Itoa(req.Attempt))},
+				{Key: sdkaws.String(TagCluster), Value: sdkaws.String(p.cluster)},
+			},
+		}},
+	}
+	if req.Spot {
+		in.InstanceMarketOptions = &types.InstanceMarketOptionsRequest{
+			MarketType: types.MarketTypeSpot,
+			SpotOptions: &types.SpotMarketOptions{
+				SpotInstanceType:             types.SpotInstanceTypeOneTime,
+				InstanceInterruptionBehavior: types.InstanceInterruptionBehaviorTerminate,
+			},
+		}
+	}
+	if p.ssh.Home != "" {
+		launchReq := req
+		launchReq.Env = nil // user-data never sees a value
+		ud, err := p.ssh.UserData(launchReq)
+		if err != nil {
+			return provider.VM{}, fmt.Errorf("user-data: %w", err)
+		}
+		in.UserData = sdkaws.String(base64.StdEncoding.EncodeToString(ud))
+	}
+	var out *ec2.RunInstancesOutput
+	err := p.call(ctx, p.limits.run, "RunInstances", func(ctx context.Context) error {
+		var err error
+		out, err = p.ec2.RunInstances(ctx, in)
+		return err
+	})
+	if err != nil {
+		return provider.VM{}, err
+	}
+	if len(out.Instances) != 1 {
+		return provider.VM{}, fmt.Errorf("RunInstances returned %d instances, want 1", len(out.Instances))
+	}
+	return p.vm(out.Instances[0]), nil
+}
+
+// List implements provider.Provider: DescribeInstances filtered on our
+// tags, 1000 per page, every state (a terminated instance tells why).
+func (p *Provider) List(ctx context.Context) ([]provider.VM, error) {
+	in := &ec2.DescribeInstancesInput{
+		MaxResults: sdkaws.Int32(1000),
+		Filters: []types.Filter{
+			{Name: sdkaws.String("tag:" + TagManaged), Values: []string{"true"}},
+			{Name: sdkaws.String("tag:" + TagCluster), Values: []string{p.cluster}},
+		},
+	}
+	var vms []provider.VM
+	for {
+		var out *ec2.DescribeInstancesOutput
+		err := p.call(ctx, p.limits.describe, "DescribeInstances", func(ctx context.Context) error {
+			var err error
+			out, err = p.ec2.DescribeInstances(ctx, in)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range out.Reservations {
+			for _, inst := range r.Instances {
+				vms = append(vms, p.vm(inst))
+			}
+		}
+		if out.NextToken == nil || *out.NextToken == "" {
+			return vms, nil
+		}
+		in.NextToken = out.NextToken
+	}
+}
+
+// Terminate implements provider.Provider. An instance that is already
+// gone is success.
+func (p *Provider) Terminate(ctx context.Context, id string) error {
+	err := p.call(ctx, p.limits.mutate, "TerminateInstances", func(ctx context.Context) error {
+		_, err := p.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}})
+		return err
+	})
+	if errors.Is(err, provider.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// vm converts an SDK instance to the domain type.
+func (p *Provider) vm(inst types.Instance) provider.VM {
+	vm := provider.VM{ID: sdkaws.ToString(inst.InstanceId), Market: "on-demand"}
+	for _, t := range inst.Tags {
+		switch sdkaws.ToString(t.Key) {
+		case TagDeployment:
+			vm.Deployment = sdkaws.ToString(t.Value)
+		case TagUID:
+			vm.UID = sdkaws.ToString(t.Value)
+		case TagAttempt:
+			vm.Attempt, _ = strconv.Atoi(sdkaws.ToString(t.Value))
+		}
+	}
+	if inst.InstanceLifecycle == types.InstanceLifecycleTypeSpot {
+		vm.Market = "spot"
+	}
+	if inst.PublicIpAddress != nil {
+		vm.Address = *inst.PublicIpAddress
+	} else if inst.PrivateIpAddress != nil {
+		vm.Address = *inst.PrivateIpAddress
+	}
+	if inst.LaunchTime != nil {
+		vm.LaunchedAt = inst.LaunchTime.UTC()
+	}
+	if inst.State != nil {
+		switch inst.State.Name {
+		case types.InstanceStateNamePending:
+			vm.State = provider.StatePending
+		case types.InstanceStateNameRunning:
+			vm.State = provider.StateRunning
+		case types.InstanceStateNameStopping:
+			vm.State = provider.StateStopping
+		case types.InstanceStateNameStopped:
+			vm.State = provider.StateStopped
+		default: // shutting-down, terminated
+			vm.State = provider.StateTerminated
+		}
+	}
+	if vm.State != provider.StateRunning {
+		switch {
+		case inst.StateReason != nil && sdkaws.ToString(inst.StateReason.Message) != "":
+			vm.Reason = sdkaws.ToString(inst.StateReason.Message)
+		case sdkaws.ToString(inst.StateTransitionReason) != "":
+			vm.Reason = sdkaws.ToString(inst.StateTransitionReason)
+		default:
+			vm.Reason = "instance " + string(inst.State.Name)
+		}
+	}
+	return vm
+}
+
+// defaultImage finds the newest Amazon Linux image, once per provider.
+func (p *Provider) defaultImage(ctx context.Context) (string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if id := p.images["x86_64"]; id != "" {
+		return id, nil
+	}
+	for _, pattern := range []string{"al2023-ami-2023.*-x86_64", "amzn2-ami-hvm-*-x86_64-gp2"} {
+		var out *ec2.DescribeImagesOutput
+		err := p.call(ctx, p.limits.describe, "DescribeImages", func(ctx context.Context) error {
+			var err error
+			out, err = p.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{
+				Owners: []string{"amazon"},
+				Filters: []types.Filter{
+					{Name: sdkaws.String("name"), Values: []string{pattern}},
+					{Name: sdkaws.String("architecture"), Values: []string{"x86_64"}},
+					{Name: sdkaws.String("state"), Values: []string{"available"}},
+				},
+			})
+			return err
+		})
+		if err != nil {
+			return "", fmt.Errorf("find the default image: %w", err)
+		}
+		imgs := out.Images
+		slices.SortFunc(imgs, func(a, b types.Image) int {
+			return strings.Compare(sdkaws.ToString(b.CreationDate), sdkaws.ToString(a.CreationDate))
+		})
+		if len(imgs) > 0 {
+			p.images["x86_64"] = sdkaws.ToString(imgs[0].ImageId)
+			return p.images["x86_64"], nil
+		}
+	}
+	return "", fmt.Errorf("no Amazon Linux image found in %s; set spec.aws.imageId: %w", p.region, provider.ErrInvalid)
+}
+
+// call runs one API call within its rate bucket, retrying throttling and
+// transient failures briefly with exponential back-off. What still fails
+// is classified and returned; the controller's queue retries from there.
+func (p *Provider) call(ctx context.Context, b *bucket, op string, fn func(context.Context) error) error {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval, bo.MaxInterval, bo.MaxElapsedTime = p.retry.Initial, p.retry.Max, p.retry.MaxElapsed
+	attempt := func() error {
+		if err := b.Wait(ctx); err != nil {
+			return backoff.Permanent(err)
+		}
+		err := classify(fn(ctx), op, p.region)
+		if err == nil || retryable(err) {
+			return err
+		}
+		return backoff.Permanent(err)
+	}
+	return backoff.Retry(attempt, backoff.WithContext(bo, ctx))
+}
+
+// retryable reports whether a short retry may help.
+func retryable(err error) bool {
+	return errors.Is(err, provider.ErrThrottled) || errors.Is(err, provider.ErrUnavailable)
+}
+
+// classify maps SDK errors to provider sentinels, keeping EC2's code and
+// message for people.
+func classify(err error, op, region string) error {
+	if err == nil {
+		return nil
+	}
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		code := ae.ErrorCode()
+		msg := fmt.Sprintf("%s in %s: %s: %s", op, region, code, ae.ErrorMessage())
+		switch {
+		case code == "RequestLimitExceeded" || code == "Throttling" || code == "ThrottlingException":
+			return fmt.Errorf("%s: %w", msg, provider.ErrThrottled)
+		case code == "InsufficientInstanceCapacity" || code == "InsufficientCapacity" || code == "InsufficientHostCapacity" ||
+			code == "MaxSpotInstanceCountExceeded" || code == "SpotMaxPriceTooLow" || code == "InsufficientFreeAddressesInSubnet":
+			return fmt.Errorf("%s: %w", msg, provider.ErrCapacity)
+		case strings.HasPrefix(code, "InvalidInstanceID"):
+			return fmt.Errorf("%s: %w", msg, provider.ErrNotFound)
+		case code == "Unavailable" || code == "ServiceUnavailable" || code == "InternalError" || code == "InternalFailure" || code == "RequestTimeout":
+			return fmt.Errorf("%s: %w", msg, provider.ErrUnavailable)
+		case code == "IdempotentParameterMismatch" || strings.HasPrefix(code, "InvalidAMIID") ||
+			code == "InvalidParameterValue" || code == "InvalidParameterCombination" || code == "Unsupported" ||
+			code == "UnauthorizedOperation" || code == "AuthFailure" || code == "OptInRequired":
+			return fmt.Errorf("%s: %w", msg, provider.ErrInvalid)
+		}
+		var re interface{ HTTPStatusCode() int }
+		if errors.As(err, &re) && re.HTTPStatusCode() >= 500 {
+			return fmt.Errorf("%s: %w", msg, provider.ErrUnavailable)
+		}
+		return errors.New(msg)
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	// Transport failures: refused connections, dropped responses, a 5xx
+	// with no EC2 error document.
+	return fmt.Errorf("%s in %s: %w: %v", op, region, provider.ErrUnavailable, err)
+}
+
+var _ provider.Provider = (*Provider)(nil)
