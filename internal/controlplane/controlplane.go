@@ -21,6 +21,7 @@ import (
 
 	"github.com/anycloud/anycloud/api"
 	"github.com/anycloud/anycloud/controller"
+	awsprovider "github.com/anycloud/anycloud/provider/aws"
 	"github.com/anycloud/anycloud/seal"
 	"github.com/anycloud/anycloud/state"
 )
@@ -45,6 +46,9 @@ type Config struct {
 	// APIOnly serves the store without the controller: for benchmarks of
 	// the API and for inspecting a store without touching any cloud.
 	APIOnly bool
+	// TuneAWS adjusts each AWS provider's options; tests use it to point
+	// the SSH bootstrap at a local sshd.
+	TuneAWS func(*awsprovider.Options)
 }
 
 // Run serves the control plane until ctx ends.
@@ -65,7 +69,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer os.Remove(pidPath)
 
-	provs := &providers{cluster: store.ClusterID()}
+	provs := &providers{cluster: store.ClusterID(), home: cfg.Home, tuneAWS: cfg.TuneAWS}
 	defer provs.close()
 	ctrl := controller.New(controller.Options{
 		Store: store, Providers: provs, Log: log.WithName("controller"),

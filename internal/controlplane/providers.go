@@ -7,23 +7,31 @@ import (
 
 	"github.com/anycloud/anycloud/manifests"
 	"github.com/anycloud/anycloud/provider"
+	awsprovider "github.com/anycloud/anycloud/provider/aws"
 	"github.com/anycloud/anycloud/provider/local"
 )
 
 // providers hands out providers by credentials. The local Docker engine is
-// one provider shared by every credentials object of provider local.
+// one provider shared by every credentials object of provider local; an
+// AWS provider is made per (credentials, version, region) and kept, so
+// that its rate buckets and image cache last.
 type providers struct {
 	cluster string
+	home    string
+	// tuneAWS adjusts each AWS provider's options (tests point SSH at a
+	// local sshd).
+	tuneAWS func(*awsprovider.Options)
 
 	mu    sync.Mutex
 	local *local.Provider
+	aws   map[string]*awsprovider.Provider
 }
 
 func (p *providers) For(ctx context.Context, creds *manifests.Credentials, secrets map[string]string, region string) (provider.Provider, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	switch creds.Spec.Provider {
 	case manifests.ProviderLocal:
-		p.mu.Lock()
-		defer p.mu.Unlock()
 		if p.local == nil {
 			lp, err := local.New(p.cluster)
 			if err != nil {
@@ -32,8 +40,40 @@ func (p *providers) For(ctx context.Context, creds *manifests.Credentials, secre
 			p.local = lp
 		}
 		return p.local, nil
+	case manifests.ProviderAWS:
+		a := creds.Spec.AWS
+		if a == nil {
+			a = &manifests.AWSCredentials{}
+		}
+		if region == "" {
+			region = a.Region
+		}
+		cacheKey := creds.Metadata.Name + "/" + creds.Metadata.ResourceVersion + "/" + region
+		if ap, ok := p.aws[cacheKey]; ok {
+			return ap, nil
+		}
+		client, resolved, err := awsprovider.NewClient(ctx, awsprovider.ClientConfig{
+			Region: region, Profile: a.Profile, AccessKeyID: a.AccessKeyID,
+			SecretAccessKey: secrets["secretAccessKey"], EndpointURL: a.EndpointURL,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("credentials %q: %w", creds.Metadata.Name, err)
+		}
+		opts := awsprovider.Options{
+			Client: client, Key: "aws/" + creds.Metadata.Name + "/" + resolved, Region: resolved, Cluster: p.cluster,
+			SSH: awsprovider.SSH{Home: p.home},
+		}
+		if p.tuneAWS != nil {
+			p.tuneAWS(&opts)
+		}
+		ap := awsprovider.New(opts)
+		if p.aws == nil {
+			p.aws = map[string]*awsprovider.Provider{}
+		}
+		p.aws[cacheKey] = ap
+		return ap, nil
 	}
-	return nil, fmt.Errorf("credentials %q: provider %q: %w: this build has no %s provider", creds.Metadata.Name, creds.Spec.Provider, provider.ErrUnavailable, creds.Spec.Provider)
+	return nil, fmt.Errorf("credentials %q: unknown provider %q: %w", creds.Metadata.Name, creds.Spec.Provider, provider.ErrInvalid)
 }
 
 func (p *providers) close() {

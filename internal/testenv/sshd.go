@@ -1,0 +1,94 @@
+package testenv
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// RequireSSHD returns the path of OpenSSH's sshd, or skips t (fails it
+// under CI=true) when the machine has none.
+func RequireSSHD(t testing.TB) string {
+	t.Helper()
+	path := "/usr/sbin/sshd"
+	if _, err := os.Stat(path); err != nil {
+		p, err := exec.LookPath("sshd")
+		if err != nil {
+			Missing(t, "OpenSSH sshd not installed (Debian: openssh-server)")
+		}
+		path = p
+	}
+	if os.Geteuid() != 0 {
+		Missing(t, "a private sshd that runs docker as root needs the tests to run as root")
+	}
+	return path
+}
+
+// StartSSHD runs a private sshd on a free 127.0.0.1 port with the given
+// host private key (OpenSSH PEM) and authorized keys for root, until the
+// end of the test, and returns its address. It plays the part of a VM
+// that cloud-init has set up from anycloud's user-data.
+func StartSSHD(t testing.TB, hostKeyPEM []byte, authorizedKeys []string) string {
+	t.Helper()
+	sshd := RequireSSHD(t)
+	if err := os.MkdirAll("/run/sshd", 0o755); err != nil { // privilege separation
+		t.Fatal(err)
+	}
+	dir := ShortTempDir(t)
+	hostKey := filepath.Join(dir, "host_key")
+	auth := filepath.Join(dir, "authorized_keys")
+	if err := os.WriteFile(hostKey, hostKeyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(auth, []byte(strings.Join(authorizedKeys, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	config := filepath.Join(dir, "sshd_config")
+	os.WriteFile(config, []byte(strings.Join([]string{
+		"ListenAddress " + addr, "HostKey " + hostKey, "AuthorizedKeysFile " + auth,
+		"PermitRootLogin prohibit-password", "PubkeyAuthentication yes", "PasswordAuthentication no",
+		"KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
+		"PidFile " + filepath.Join(dir, "sshd.pid"), "",
+	}, "\n")), 0o600)
+	logPath := filepath.Join(dir, "sshd.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(sshd, "-D", "-e", "-f", config)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start sshd: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait(); logf.Close() }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return addr
+		}
+		select {
+		case err := <-exited:
+			out, _ := os.ReadFile(logPath)
+			t.Fatalf("sshd exited: %v\n%s", err, out)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			out, _ := os.ReadFile(logPath)
+			t.Fatalf("sshd does not accept connections on %s\n%s", addr, out)
+		}
+	}
+}
