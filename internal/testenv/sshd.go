@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -35,21 +36,32 @@ func RequireSSHD(t testing.TB) string {
 func StartSSHD(t testing.TB, hostKeyPEM []byte, authorizedKeys []string) string {
 	t.Helper()
 	sshd := RequireSSHD(t)
-	if err := os.MkdirAll("/run/sshd", 0o755); err != nil { // privilege separation
+	dir := ShortTempDir(t)
+	addr, stop, err := RunSSHD(sshd, dir, hostKeyPEM, authorizedKeys)
+	if err != nil {
 		t.Fatal(err)
 	}
-	dir := ShortTempDir(t)
+	t.Cleanup(stop)
+	return addr
+}
+
+// RunSSHD is StartSSHD for code that cannot fail a test (a goroutine of
+// the code under test): it returns the address and a stop function.
+func RunSSHD(sshd, dir string, hostKeyPEM []byte, authorizedKeys []string) (string, func(), error) {
+	if err := os.MkdirAll("/run/sshd", 0o755); err != nil { // privilege separation
+		return "", nil, err
+	}
 	hostKey := filepath.Join(dir, "host_key")
 	auth := filepath.Join(dir, "authorized_keys")
 	if err := os.WriteFile(hostKey, hostKeyPEM, 0o600); err != nil {
-		t.Fatal(err)
+		return "", nil, err
 	}
 	if err := os.WriteFile(auth, []byte(strings.Join(authorizedKeys, "\n")+"\n"), 0o600); err != nil {
-		t.Fatal(err)
+		return "", nil, err
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return "", nil, err
 	}
 	addr := l.Addr().String()
 	l.Close()
@@ -63,32 +75,34 @@ func StartSSHD(t testing.TB, hostKeyPEM []byte, authorizedKeys []string) string 
 	logPath := filepath.Join(dir, "sshd.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
-		t.Fatal(err)
+		return "", nil, err
 	}
 	cmd := exec.Command(sshd, "-D", "-e", "-f", config)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start sshd: %v", err)
+		return "", nil, fmt.Errorf("start sshd: %w", err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait(); logf.Close() }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	stop := func() { cmd.Process.Kill(); <-exited }
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
-			return addr
+			return addr, stop, nil
 		}
 		select {
 		case err := <-exited:
 			out, _ := os.ReadFile(logPath)
-			t.Fatalf("sshd exited: %v\n%s", err, out)
+			exited <- err
+			return "", nil, fmt.Errorf("sshd exited: %v\n%s", err, out)
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
+			stop()
 			out, _ := os.ReadFile(logPath)
-			t.Fatalf("sshd does not accept connections on %s\n%s", addr, out)
+			return "", nil, fmt.Errorf("sshd does not accept connections on %s\n%s", addr, out)
 		}
 	}
 }
