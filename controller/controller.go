@@ -229,6 +229,11 @@ func (c *Controller) Reconcile(ctx context.Context, req Request) (Result, error)
 				return Result{}, fmt.Errorf("remove finalizer: %w", err)
 			}
 			c.vms.forget(prov, d.Metadata.UID)
+			if r, ok := prov.(provider.Releaser); ok {
+				if err := r.Release(ctx, d.Metadata.UID); err != nil {
+					log.Error(err, "release provider resources")
+				}
+			}
 			log.Info("deployment deleted")
 			return Result{}, nil
 		}

@@ -68,6 +68,13 @@ type SSHInfo struct {
 	HostKey string `json:"hostKey"`
 }
 
+// Releaser is implemented by providers that keep something per deployment
+// beyond its VMs (aws: its SSH keys); Release is called once the
+// deployment's deletion has terminated its last VM.
+type Releaser interface {
+	Release(ctx context.Context, uid string) error
+}
+
 // Notifier is implemented by providers that learn of changes (a container
 // that died) faster than a resync would; notify is called on each.
 type Notifier interface {

@@ -112,6 +112,7 @@ type awsEnv struct {
 	image   string
 	docker  *client.Client
 	suffix  string
+	envFile string
 }
 
 func newAWSEnv(t *testing.T) *awsEnv {
@@ -144,7 +145,7 @@ func newAWSEnv(t *testing.T) *awsEnv {
 	})
 	b := make([]byte, 3)
 	rand.Read(b)
-	a := &awsEnv{env: e, moto: moto, proxy: proxy, outside: outside, vms: vms, image: image, docker: docker, suffix: hex.EncodeToString(b)}
+	a := &awsEnv{env: e, moto: moto, proxy: proxy, outside: outside, vms: vms, image: image, docker: docker, suffix: hex.EncodeToString(b), envFile: envFile}
 	t.Cleanup(func() {
 		vms.close()
 		a.removeWorkloads()
@@ -306,11 +307,26 @@ func TestAWSSpotDeploymentConvergesWithOneRunInstancesAndRecoversFromAnOutsideTe
 		t.Errorf("RunInstances after one recovery = %d, want 2", got)
 	}
 
+	// ssh and logs reach the VM with the deployment's key and pinned host
+	// key.
+	if r := a.run("ssh", name, "--", "stat", "-c", "%a:%U", a.envFile); r.err != nil || strings.TrimSpace(r.stdout) != "600:root" {
+		t.Errorf("anycloud ssh: env file mode/owner %q, err %v\n%s", r.stdout, r.err, r.stderr)
+	}
+	if logs := a.must("logs", name).stdout; !strings.Contains(logs, "HF_TOKEN") || strings.Contains(logs, "CANARY-aws-7e8f9a") {
+		t.Errorf("logs over SSH:\n%s", logs)
+	}
+	keyPath := filepath.Join(a.home, ".ssh", d.Metadata.UID)
+	if fi, err := os.Stat(keyPath); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("deployment key %s: %v", keyPath, err)
+	}
 	// Delete: TerminateInstances, then the object goes.
 	a.proxy.Reset()
 	a.must("delete", "deploy", name, "--wait", "--timeout", "60s")
 	if a.proxy.Count("TerminateInstances") < 1 {
 		t.Errorf("delete made no TerminateInstances: %v", a.proxy.Counts())
+	}
+	if _, err := os.Stat(keyPath); !os.IsNotExist(err) {
+		t.Errorf("the deployment's SSH key outlived it: %v", err)
 	}
 	for _, in := range a.instances() {
 		if sdkaws.ToString(in.InstanceId) == d2.Status.VM.ID && in.State.Name != types.InstanceStateNameTerminated {

@@ -120,7 +120,16 @@ func (p *Provider) SSHInfo(ctx context.Context, vm provider.VM) (provider.SSHInf
 	return provider.SSHInfo{Addr: addr, User: p.ssh.user(), KeyPath: keys.Path, HostKey: keys.HostKeyLine}, nil
 }
 
+// Release implements provider.Releaser: the deployment's keys go with it.
+func (p *Provider) Release(ctx context.Context, uid string) error {
+	if p.ssh.Home == "" {
+		return nil
+	}
+	return bootstrap.RemoveKeys(p.ssh.Home, uid)
+}
+
 var (
+	_ provider.Releaser     = (*Provider)(nil)
 	_ provider.Bootstrapper = (*Provider)(nil)
 	_ provider.Logger       = (*Provider)(nil)
 	_ provider.SSHAccess    = (*Provider)(nil)
