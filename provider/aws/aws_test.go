@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -257,5 +258,60 @@ func TestTerminateIsIdempotentAndListShowsWhy(t *testing.T) {
 	vms, _ := r.prov.List(ctx)
 	if len(vms) != 1 || vms[0].State != provider.StateTerminated || vms[0].Reason == "" {
 		t.Errorf("after terminate: %+v", vms)
+	}
+}
+
+// TestListPagesAtMaxResults1000 puts 1,001 reservations of ours in moto
+// (from outside, in parallel) and lists them: two DescribeInstances pages
+// of at most 1000, and every instance seen.
+func TestListPagesAtMaxResults1000(t *testing.T) {
+	if testing.Short() {
+		t.Skip("creates 1,001 instances")
+	}
+	r := newRig(t)
+	ctx := context.Background()
+	const n = 1001
+	jobs := make(chan int, n)
+	for i := range n {
+		jobs <- i
+	}
+	close(jobs)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				_, err := r.outside.RunInstances(ctx, &ec2.RunInstancesInput{
+					ImageId: sdkaws.String("ami-760aaa0f"), MinCount: sdkaws.Int32(1), MaxCount: sdkaws.Int32(1),
+					TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeInstance, Tags: []types.Tag{
+						{Key: sdkaws.String(awsprovider.TagManaged), Value: sdkaws.String("true")},
+						{Key: sdkaws.String(awsprovider.TagCluster), Value: sdkaws.String("c0ffee")},
+						{Key: sdkaws.String(awsprovider.TagUID), Value: sdkaws.String(fmt.Sprintf("uid-%d", i))},
+						{Key: sdkaws.String(awsprovider.TagAttempt), Value: sdkaws.String("1")},
+					}}},
+				})
+				if err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	r.proxy.Reset()
+	vms, err := r.prov.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vms) != n {
+		t.Errorf("listed %d, want %d", len(vms), n)
+	}
+	if got := r.proxy.Count("DescribeInstances"); got != 2 {
+		t.Errorf("DescribeInstances pages = %d, want ceil(%d/1000) = 2", got, n)
 	}
 }
