@@ -3,7 +3,7 @@
 # that produced them, to BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cmd=(go test -run '^$' -bench . -benchtime 3x -benchmem ./...)
+cmd=(go test -run '^$' -bench . -benchtime 1x -benchmem ./...)
 out=$(mktemp)
 "${cmd[@]}" | tee "$out"
 {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/moby/moby/client"
 
+	"github.com/anycloud/anycloud/internal/ec2proxy"
 	"github.com/anycloud/anycloud/internal/testenv"
 	"github.com/anycloud/anycloud/manifests"
 	"github.com/anycloud/anycloud/provider/local"
@@ -47,7 +48,7 @@ type run struct {
 	code           int
 }
 
-func anycloud(t *testing.T, home string, env []string, args ...string) run {
+func anycloud(t testing.TB, home string, env []string, args ...string) run {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append(append(os.Environ(), "ANYCLOUD_HOME="+home), env...)
@@ -224,5 +225,59 @@ func removeCluster(c *client.Client, cluster string) {
 	}
 	for _, ct := range res.Items {
 		c.ContainerRemove(ctx, ct.ID, client.ContainerRemoveOptions{Force: true})
+	}
+}
+
+// BenchmarkControlPlaneMemory10000 runs the real control plane with
+// 10,000 deployments on aws credentials (moto behind the proxy), lets it
+// resync, and reports its resident memory. DESIGN §7: under 150 MiB.
+func BenchmarkControlPlaneMemory10000(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		home := testenv.ShortTempDir(b)
+		moto := testenv.StartMoto(b)
+		proxy, err := ec2proxy.New(moto)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer proxy.Close()
+		cmd := exec.Command(binary, "controller", "--home", home, "--resync", "5s")
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+		t := b
+		for deadline := time.Now().Add(20 * time.Second); !strings.Contains(anycloud(t, home, nil, "version").stdout, "cluster"); {
+			if time.Now().After(deadline) {
+				b.Fatal("controller did not start")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if r := anycloud(t, home, []string{"AWS_SECRET_ACCESS_KEY=testing"}, "credentials", "new", "moto", "--provider", "aws",
+			"--region", "us-east-1", "--endpoint-url", proxy.URL(), "--access-key-id", "testing"); r.code != 0 {
+			b.Fatalf("credentials: %+v", r)
+		}
+		dir := b.TempDir()
+		var sb strings.Builder
+		for j := range 10000 {
+			fmt.Fprintf(&sb, "apiVersion: anycloud.dev/v1\nkind: Deployment\nmetadata: {name: job-%d, labels: {team: ml}}\nspec: {image: ghcr.io/me/train:latest, credentials: moto, vmType: g6e.xlarge, spot: true, env: {EPOCHS: \"3\"}}\n---\n", j)
+		}
+		os.WriteFile(filepath.Join(dir, "all.yaml"), []byte(sb.String()), 0o644)
+		if r := anycloud(t, home, nil, "apply", "-f", dir); r.code != 0 {
+			b.Fatalf("apply: %s", r.stderr)
+		}
+		time.Sleep(15 * time.Second) // three resyncs, launches under way
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, line := range strings.Split(string(status), "\n") {
+			var kb float64
+			if n, _ := fmt.Sscanf(line, "VmRSS: %f kB", &kb); n == 1 {
+				b.ReportMetric(kb/1024, "MiB-RSS")
+			}
+			if n, _ := fmt.Sscanf(line, "VmHWM: %f kB", &kb); n == 1 {
+				b.ReportMetric(kb/1024, "MiB-peak-RSS")
+			}
+		}
 	}
 }
