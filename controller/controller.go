@@ -303,7 +303,7 @@ func (c *Controller) launch(ctx context.Context, prov provider.Provider, d *mani
 		Env: env, VMType: d.Spec.VMType, Spot: d.Spec.Spot,
 	}
 	if a := d.Spec.AWS; a != nil {
-		req.ImageID, req.Region = a.ImageID, a.Region
+		req.ImageID, req.Region, req.SubnetID, req.SecurityGroupIDs = a.ImageID, a.Region, a.SubnetID, a.SecurityGroupIDs
 	}
 	vm, err := prov.Launch(ctx, req)
 	clear(env)

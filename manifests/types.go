@@ -170,6 +170,11 @@ type DeploymentAWS struct {
 	ImageID string `json:"imageId,omitempty"`
 	// Region overrides the credentials' region.
 	Region string `json:"region,omitempty"`
+	// SubnetID places the instance; empty uses the default VPC.
+	SubnetID string `json:"subnetId,omitempty"`
+	// SecurityGroupIDs must let this machine reach port 22 (the SSH
+	// bootstrap); empty uses the VPC's default group.
+	SecurityGroupIDs []string `json:"securityGroupIds,omitempty"`
 }
 
 // Deployment phases, for people. Conditions are the contract.

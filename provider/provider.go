@@ -95,9 +95,11 @@ type LaunchRequest struct {
 	Env    map[string]string
 	VMType string
 	Spot   bool
-	// ImageID and Region are aws-only settings.
-	ImageID string
-	Region  string
+	// ImageID, Region, SubnetID and SecurityGroupIDs are aws-only.
+	ImageID          string
+	Region           string
+	SubnetID         string
+	SecurityGroupIDs []string
 }
 
 // Token returns the idempotency token for (uid, attempt).

@@ -143,6 +143,12 @@ func (p *Provider) Launch(ctx context.Context, req provider.LaunchRequest) (prov
 			},
 		}},
 	}
+	if req.SubnetID != "" {
+		in.SubnetId = sdkaws.String(req.SubnetID)
+	}
+	if len(req.SecurityGroupIDs) > 0 {
+		in.SecurityGroupIds = req.SecurityGroupIDs
+	}
 	if req.Spot {
 		in.InstanceMarketOptions = &types.InstanceMarketOptionsRequest{
 			MarketType: types.MarketTypeSpot,
