@@ -368,10 +368,36 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, Status{Code: 400, Reason: ReasonBadRequest, Message: "decode apply request: " + err.Error()})
 		return
 	}
+	out, err := s.Apply(r.Context(), req)
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, out)
+}
+
+// Apply validates, resolves and writes an apply request in one store
+// transaction (prune included). The HTTP route and the watch-dir applier
+// both use it.
+func (s *Server) Apply(ctx context.Context, req ApplyRequest) (*ApplyResponse, error) {
+	if req.Prune && req.ApplySet == "" {
+		return nil, fmt.Errorf("prune needs an apply set: %w", state.ErrInvalid)
+	}
+	if req.Prune && len(req.Items) == 0 && !req.AllowEmpty {
+		return nil, fmt.Errorf("refusing to prune apply set %q with a source that holds no objects: that would delete all of them; pass --allow-empty if that is what you want: %w", req.ApplySet, state.ErrInvalid)
+	}
 	writes, warnings, errs := s.prepare(req.Items)
 	if len(errs) > 0 {
-		writeStatus(w, invalid(errs))
-		return
+		return nil, errs
+	}
+	for _, w := range writes {
+		m := w.Object.GetMeta()
+		if req.ApplySet != "" {
+			if m.Annotations == nil {
+				m.Annotations = map[string]string{}
+			}
+			m.Annotations[manifests.AnnotationApplySet] = req.ApplySet
+		}
 	}
 	// Credentials and bundles go before the deployments that name them.
 	order := make([]int, len(writes))
@@ -386,7 +412,11 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	for i, j := range order {
 		sorted[i] = writes[j]
 	}
-	results, err := s.Store.Apply(r.Context(), sorted, state.ApplyOptions{DryRun: req.DryRun, RequireReferences: true})
+	opts := state.ApplyOptions{DryRun: req.DryRun, RequireReferences: true}
+	if req.Prune {
+		opts.PruneSet = req.ApplySet
+	}
+	results, err := s.Store.Apply(ctx, sorted, opts)
 	var aerr *state.ApplyError
 	if errors.As(err, &aerr) && aerr.Index < len(order) && errors.Is(err, state.ErrInvalid) {
 		// Point at the file and document the failing object came from.
@@ -395,26 +425,26 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 		if it.Source != nil {
 			fe.File, fe.Doc, fe.Line = it.Source.File, it.Source.Doc, it.Source.Line
 		}
-		writeStatus(w, invalid(manifests.ErrorList{fe}))
-		return
+		return nil, manifests.ErrorList{fe}
 	}
 	if err != nil {
-		s.writeError(w, err)
-		return
+		return nil, err
 	}
-	out := ApplyResponse{Results: make([]state.ApplyResult, len(results)), Warnings: warnings}
+	// Results in request order, then what was pruned.
+	out := ApplyResponse{Results: make([]state.ApplyResult, len(writes)), Warnings: warnings}
 	for i, j := range order {
 		out.Results[j] = results[i]
 	}
-	out.Warnings = append(out.Warnings, s.missingBundleWarnings(r.Context(), writes)...)
+	out.Results = append(out.Results, results[len(writes):]...)
+	out.Warnings = append(out.Warnings, s.missingBundleWarnings(ctx, writes)...)
 	if !req.DryRun {
 		for _, res := range out.Results {
 			if res.Action != state.ActionUnchanged {
-				s.Log.Info("object applied", "kind", res.Ref.Kind, "name", res.Ref.Name, "action", res.Action, "generation", res.Generation)
+				s.Log.Info("object applied", "kind", res.Ref.Kind, "name", res.Ref.Name, "action", res.Action, "generation", res.Generation, "applySet", req.ApplySet)
 			}
 		}
 	}
-	writeJSON(w, 200, out)
+	return &out, nil
 }
 
 // prepare decodes, validates and resolves every item, reporting every

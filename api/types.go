@@ -15,6 +15,14 @@ const SocketFile = "api.sock"
 type ApplyRequest struct {
 	Items  []ApplyItem `json:"items"`
 	DryRun bool        `json:"dryRun,omitempty"`
+	// ApplySet names the set the items belong to; each is annotated with
+	// it.
+	ApplySet string `json:"applySet,omitempty"`
+	// Prune deletes, in the same transaction, the objects of ApplySet
+	// that the items do not name.
+	Prune bool `json:"prune,omitempty"`
+	// AllowEmpty lets a prune with no items delete the whole set.
+	AllowEmpty bool `json:"allowEmpty,omitempty"`
 }
 
 // ApplyItem is one object and, for bundles and credentials, its secret

@@ -33,6 +33,14 @@ const (
 	// AnnotationRestartedAt is bumped by `anycloud resubmit`: the controller
 	// replaces the VM when it differs from the one the VM was made for.
 	AnnotationRestartedAt = "anycloud.dev/restartedAt"
+	// AnnotationApplySet names the apply set an object was applied from:
+	// `apply --prune` deletes the objects of its set that the source no
+	// longer holds.
+	AnnotationApplySet = "anycloud.dev/apply-set"
+	// AnnotationPrune set to PruneDisabled keeps an object from ever being
+	// pruned.
+	AnnotationPrune = "anycloud.dev/prune"
+	PruneDisabled   = "disabled"
 	// AnnotationCreatedBy records the verb that wrote an object imperatively
 	// ("submit", "secrets-new", "credentials-new").
 	AnnotationCreatedBy = "anycloud.dev/created-by"

@@ -87,11 +87,25 @@ func ParsePublicKey(s string) ([32]byte, error) {
 		return pub, errors.New("public key: want 32 bytes of base64, as printed by `anycloud secrets seal --public-key`")
 	}
 	copy(pub[:], b)
+	if lowOrder(pub) {
+		return [32]byte{}, errors.New("public key: not a usable key (a low-order point, so anyone could open what is sealed to it); use the key printed by `anycloud secrets seal --public-key`")
+	}
 	return pub, nil
+}
+
+// lowOrder reports whether pub is a low-order curve25519 point (such as all
+// zeros): every shared key with it is zero, so a value sealed to it opens
+// for anyone.
+func lowOrder(pub [32]byte) bool {
+	_, err := curve25519.X25519(curve25519.Basepoint, pub[:])
+	return err != nil
 }
 
 // SealTo seals value for bundle/key to the public key pub.
 func SealTo(pub [32]byte, bundle, key string, value []byte) (string, error) {
+	if lowOrder(pub) {
+		return "", errors.New("seal: public key is a low-order point; refusing to seal to it")
+	}
 	plain := append([]byte(BoxIdentity(bundle, key)+"\x00"), value...)
 	out, err := box.SealAnonymous(nil, plain, &pub, rand.Reader)
 	clear(plain)

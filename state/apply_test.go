@@ -64,6 +64,13 @@ func TestApplyCreateSetsSystemMetadata(t *testing.T) {
 		Ref:        manifests.ObjectRef{Kind: manifests.KindDeployment, Name: "train", UID: m.UID},
 		Action:     state.ActionCreated,
 		Generation: 1,
+		Changes: []state.Change{
+			{Path: "metadata.labels.team", New: "ml"},
+			{Path: "spec.command[0]", New: "python"},
+			{Path: "spec.command[1]", New: "train.py"},
+			{Path: "spec.credentials", New: "local"},
+			{Path: "spec.image", New: "ghcr.io/me/train:latest"},
+		},
 	}}
 	if df := diff(wantRes, res); df != "" {
 		t.Errorf("Apply results:%s", df)

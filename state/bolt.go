@@ -394,12 +394,21 @@ func (s *Bolt) Apply(ctx context.Context, writes []Write, opts ApplyOptions) ([]
 	results := make([]ApplyResult, 0, len(writes))
 	errDryRun := errors.New("dry run")
 	err := s.update(func(t *txn) error {
+		keep := map[manifests.ObjectRef]bool{}
 		for i, w := range writes {
 			r, err := t.apply(w, opts)
 			if err != nil {
 				return &ApplyError{Index: i, Err: err}
 			}
 			results = append(results, r)
+			keep[manifests.ObjectRef{Kind: w.Object.GetKind(), Name: w.Object.GetMeta().Name}] = true
+		}
+		if opts.PruneSet != "" {
+			pruned, err := t.prune(opts.PruneSet, keep)
+			if err != nil {
+				return err
+			}
+			results = append(results, pruned...)
 		}
 		if opts.DryRun {
 			return errDryRun
@@ -430,7 +439,7 @@ func (t *txn) apply(w Write, opts ApplyOptions) (ApplyResult, error) {
 		if err := t.checkReferences(o, opts); err != nil {
 			return ApplyResult{}, err
 		}
-		return ApplyResult{Ref: manifests.Ref(o), Action: ActionCreated, Generation: o.GetMeta().Generation}, nil
+		return ApplyResult{Ref: manifests.Ref(o), Action: ActionCreated, Generation: o.GetMeta().Generation, Changes: changes(nil, o, false)}, nil
 	}
 	if err != nil {
 		return ApplyResult{}, err
@@ -466,7 +475,7 @@ func (t *txn) apply(w Write, opts ApplyOptions) (ApplyResult, error) {
 	if err := t.put(next, Modified); err != nil {
 		return ApplyResult{}, err
 	}
-	return ApplyResult{Ref: manifests.Ref(next), Action: ActionConfigured, Generation: nm.Generation}, nil
+	return ApplyResult{Ref: manifests.Ref(next), Action: ActionConfigured, Generation: nm.Generation, Changes: changes(existing, next, secretsChanged)}, nil
 }
 
 // create writes a new object with fresh system metadata.
@@ -518,6 +527,13 @@ func setSpec(o, in manifests.Object) {
 func mergeAnnotations(existing, in map[string]string) map[string]string {
 	out := maps.Clone(in)
 	for k, v := range existing {
+		// Ownership moves with the last writer: an imperative write takes
+		// the object out of its apply set (so no prune removes it), and an
+		// apply set's write ends the imperative mark.
+		if k == manifests.AnnotationApplySet && in[manifests.AnnotationCreatedBy] != "" ||
+			k == manifests.AnnotationCreatedBy && in[manifests.AnnotationApplySet] != "" {
+			continue
+		}
 		if strings.HasPrefix(k, "anycloud.dev/") {
 			if _, set := in[k]; !set {
 				if out == nil {
@@ -786,54 +802,94 @@ func setStatus(o, from manifests.Object) {
 func (s *Bolt) Delete(ctx context.Context, k manifests.Kind, name string, opts DeleteOptions) (DeleteResult, error) {
 	var res DeleteResult
 	err := s.update(func(t *txn) error {
-		o, err := t.get(k, name)
-		if err != nil {
-			return err
-		}
-		m := o.GetMeta()
-		if opts.UID != "" && opts.UID != m.UID {
-			return fmt.Errorf("delete %s %q: uid %s does not match %s: %w", k, name, opts.UID, m.UID, ErrConflict)
-		}
-		if k == manifests.KindCredentials && name == manifests.LocalCredentials {
-			return fmt.Errorf("credentials %q: %w and cannot be deleted", name, ErrProtected)
-		}
-		res.Object = o
-		if k != manifests.KindDeployment {
-			users := t.users(k, name)
-			switch {
-			case len(users) == 0 || opts.Force:
-				res.Deleted = true
-				return t.remove(o)
-			case opts.Declarative:
-				if m.DeletionTimestamp == nil {
-					now := t.s.now().UTC().Truncate(time.Second)
-					m.DeletionTimestamp = &now
-				}
-				m.AddFinalizer(manifests.FinalizerInUse)
-				return t.put(o, Modified)
-			default:
-				return &InUseError{Ref: manifests.Ref(o), Users: users}
-			}
-		}
-		if m.DeletionTimestamp == nil {
-			now := t.s.now().UTC().Truncate(time.Second)
-			m.DeletionTimestamp = &now
-		}
-		if len(m.Finalizers) == 0 {
-			res.Deleted = true
-			return t.remove(o)
-		}
-		if d := o.(*manifests.Deployment); d.Terminal() {
-			if err := t.setReferences(name, m.UID, d.References(), nil); err != nil {
-				return err
-			}
-		}
-		return t.put(o, Modified)
+		var err error
+		res, err = t.delete(k, name, opts)
+		return err
 	})
 	if err != nil {
 		return DeleteResult{}, err
 	}
 	return res, nil
+}
+
+// delete deletes an object within the transaction; see DeleteOptions.
+func (t *txn) delete(k manifests.Kind, name string, opts DeleteOptions) (DeleteResult, error) {
+	var res DeleteResult
+	o, err := t.get(k, name)
+	if err != nil {
+		return res, err
+	}
+	m := o.GetMeta()
+	if opts.UID != "" && opts.UID != m.UID {
+		return res, fmt.Errorf("delete %s %q: uid %s does not match %s: %w", k, name, opts.UID, m.UID, ErrConflict)
+	}
+	if k == manifests.KindCredentials && name == manifests.LocalCredentials {
+		return res, fmt.Errorf("credentials %q: %w and cannot be deleted", name, ErrProtected)
+	}
+	res.Object = o
+	if k != manifests.KindDeployment {
+		users := t.users(k, name)
+		switch {
+		case len(users) == 0 || opts.Force:
+			res.Deleted = true
+			return res, t.remove(o)
+		case opts.Declarative:
+			if m.DeletionTimestamp == nil {
+				now := t.s.now().UTC().Truncate(time.Second)
+				m.DeletionTimestamp = &now
+			}
+			m.AddFinalizer(manifests.FinalizerInUse)
+			return res, t.put(o, Modified)
+		default:
+			return res, &InUseError{Ref: manifests.Ref(o), Users: users}
+		}
+	}
+	if m.DeletionTimestamp == nil {
+		now := t.s.now().UTC().Truncate(time.Second)
+		m.DeletionTimestamp = &now
+	}
+	if len(m.Finalizers) == 0 {
+		res.Deleted = true
+		return res, t.remove(o)
+	}
+	if d := o.(*manifests.Deployment); d.Terminal() {
+		if err := t.setReferences(name, m.UID, d.References(), nil); err != nil {
+			return res, err
+		}
+	}
+	return res, t.put(o, Modified)
+}
+
+// prune deletes, declaratively, every object of the apply set that keep
+// does not name: deployments first, so that the bundles and credentials
+// they release go in the same transaction when nothing else uses them.
+func (t *txn) prune(set string, keep map[manifests.ObjectRef]bool) ([]ApplyResult, error) {
+	var out []ApplyResult
+	for i := len(manifests.Kinds) - 1; i >= 0; i-- {
+		k := manifests.Kinds[i]
+		objs, err := listObjects(t.tx, k)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range objs {
+			m := o.GetMeta()
+			if m.Annotations[manifests.AnnotationApplySet] != set || keep[manifests.ObjectRef{Kind: k, Name: m.Name}] {
+				continue
+			}
+			if m.Annotations[manifests.AnnotationPrune] == manifests.PruneDisabled || m.DeletionTimestamp != nil {
+				continue
+			}
+			if k == manifests.KindCredentials && m.Name == manifests.LocalCredentials {
+				continue
+			}
+			res, err := t.delete(k, m.Name, DeleteOptions{Declarative: true})
+			if err != nil {
+				return nil, fmt.Errorf("prune %s %q: %w", k, m.Name, err)
+			}
+			out = append(out, ApplyResult{Ref: manifests.Ref(o), Action: ActionPruned, Generation: m.Generation, Terminating: !res.Deleted})
+		}
+	}
+	return out, nil
 }
 
 // OpenSecrets implements Store.

@@ -74,6 +74,11 @@ type ApplyOptions struct {
 	// RequireReferences refuses a Deployment whose credentials exist
 	// neither in the store nor in the same apply.
 	RequireReferences bool
+	// PruneSet, when set, deletes declaratively, in the same transaction,
+	// every object of that apply set (annotation anycloud.dev/apply-set)
+	// that the writes do not name, except those annotated
+	// anycloud.dev/prune: disabled.
+	PruneSet string
 }
 
 // Apply actions.
@@ -81,6 +86,7 @@ const (
 	ActionCreated    = "created"
 	ActionConfigured = "configured"
 	ActionUnchanged  = "unchanged"
+	ActionPruned     = "pruned"
 )
 
 // ApplyResult says what Apply did with one write.
@@ -89,6 +95,20 @@ type ApplyResult struct {
 	Action string              `json:"action"`
 	// Generation is the object's generation after the write.
 	Generation int64 `json:"generation"`
+	// Terminating: a pruned object is held by finalizers (a VM being
+	// terminated, deployments still using a bundle).
+	Terminating bool `json:"terminating,omitempty"`
+	// Changes lists what a created or configured object's write changes,
+	// field by field. Secret values never appear: a bundle reports key
+	// names and that values changed.
+	Changes []Change `json:"changes,omitempty"`
+}
+
+// Change is one field changed by a write.
+type Change struct {
+	Path string `json:"path"`
+	Old  string `json:"old,omitempty"`
+	New  string `json:"new,omitempty"`
 }
 
 // DeleteOptions say how an object is deleted.

@@ -2,7 +2,8 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
+	"io"
+	"slices"
 	"errors"
 	"fmt"
 	"time"
@@ -16,12 +17,15 @@ import (
 
 // ApplyOptions are the options of `anycloud apply`.
 type ApplyOptions struct {
-	f         *Factory
-	Files     []string
-	Recursive bool
-	DryRun    bool
-	Wait      bool
-	Timeout   time.Duration
+	f          *Factory
+	Files      []string
+	Recursive  bool
+	DryRun     bool
+	Wait       bool
+	Timeout    time.Duration
+	Prune      bool
+	ApplySet   string
+	AllowEmpty bool
 }
 
 // NewCmdApply builds `anycloud apply`.
@@ -56,7 +60,14 @@ environment; spec.stringData is accepted with a warning.`,
 	cmd.Flags().BoolVar(&o.DryRun, "dry-run", false, "validate and show what would change; write nothing")
 	cmd.Flags().BoolVar(&o.Wait, "wait", false, "wait until every applied deployment is Ready")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", 10*time.Minute, "how long --wait waits")
+	bindApplySetFlags(cmd, &o.Prune, &o.ApplySet, &o.AllowEmpty)
 	return cmd
+}
+
+func bindApplySetFlags(cmd *cobra.Command, prune *bool, set *string, allowEmpty *bool) {
+	cmd.Flags().BoolVar(prune, "prune", false, "delete the objects of the apply set that the source no longer holds")
+	cmd.Flags().StringVar(set, "apply-set", "", "name of the apply set (default: derived from the source paths)")
+	cmd.Flags().BoolVar(allowEmpty, "allow-empty", false, "let --prune with a source that holds no objects delete the whole set")
 }
 
 // Validate checks the options alone.
@@ -67,23 +78,28 @@ func (o *ApplyOptions) Validate() error {
 	if o.Wait && o.DryRun {
 		return usageErrorf("apply: --wait and --dry-run do not go together")
 	}
+	return validateApplySet(o.Files, o.Prune, o.ApplySet)
+}
+
+func validateApplySet(files []string, prune bool, set string) error {
+	if prune && set == "" && slices.Contains(files, "-") {
+		return usageErrorf("--prune with standard input needs --apply-set NAME")
+	}
 	return nil
+}
+
+// applySetName is --apply-set or the default derived from the sources.
+func applySetName(files []string, set string) string {
+	if set != "" {
+		return set
+	}
+	return manifests.DefaultApplySet(files)
 }
 
 // Run loads, resolves and applies.
 func (o *ApplyOptions) Run(ctx context.Context) error {
-	io := o.f.IO
-	docs, err := manifests.Load(o.Files, manifests.LoadOptions{Recursive: o.Recursive, Stdin: io.In})
-	if err != nil {
-		return err
-	}
-	if len(docs) == 0 {
-		return fmt.Errorf("no objects found in %v", o.Files)
-	}
-	items, warnings, err := resolveDocuments(docs, io.Getenv)
-	for _, w := range warnings {
-		fmt.Fprintln(io.ErrOut, "Warning:", w)
-	}
+	streams := o.f.IO
+	req, err := loadApplyRequest(o.f, o.Files, o.Recursive, o.Prune, o.ApplySet, o.AllowEmpty)
 	if err != nil {
 		return err
 	}
@@ -91,11 +107,17 @@ func (o *ApplyOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	resp, err := c.Apply(ctx, api.ApplyRequest{Items: items, DryRun: o.DryRun})
+	req.DryRun = o.DryRun
+	resp, err := c.Apply(ctx, *req)
 	if err != nil {
 		return err
 	}
-	printApplyResponse(o.f, resp, o.DryRun)
+	if o.DryRun {
+		printPlan(streams.Out, resp)
+		printWarnings(o.f, resp)
+		return nil
+	}
+	printApplyResponse(o.f, resp, false)
 	if !o.Wait {
 		return nil
 	}
@@ -108,79 +130,85 @@ func (o *ApplyOptions) Run(ctx context.Context) error {
 	return waitReady(ctx, o.f, c, names, o.Timeout)
 }
 
+// loadApplyRequest reads the sources into an apply request: every problem
+// in every file is reported at once and nothing is sent.
+func loadApplyRequest(f *Factory, files []string, recursive, prune bool, set string, allowEmpty bool) (*api.ApplyRequest, error) {
+	docs, err := manifests.Load(files, manifests.LoadOptions{Recursive: recursive, Stdin: f.IO.In})
+	if err != nil {
+		return nil, err
+	}
+	if len(docs) == 0 && !prune {
+		return nil, fmt.Errorf("no objects found in %v", files)
+	}
+	items, warnings, err := api.ItemsFromDocuments(docs, f.IO.Getenv)
+	for _, w := range warnings {
+		fmt.Fprintln(f.IO.ErrOut, "Warning:", w)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &api.ApplyRequest{Items: items, ApplySet: applySetName(files, set), Prune: prune, AllowEmpty: allowEmpty}, nil
+}
+
 func printApplyResponse(f *Factory, resp *api.ApplyResponse, dryRun bool) {
 	suffix := ""
 	if dryRun {
 		suffix = " (dry run)"
 	}
 	for _, r := range resp.Results {
-		fmt.Fprintf(f.IO.Out, "%s %s%s\n", refName(r.Ref), r.Action, suffix)
+		action := r.Action
+		if r.Action == state.ActionPruned && r.Terminating {
+			action += " (terminating until what holds it is gone)"
+		}
+		fmt.Fprintf(f.IO.Out, "%s %s%s\n", refName(r.Ref), action, suffix)
 	}
+	printWarnings(f, resp)
+}
+
+func printWarnings(f *Factory, resp *api.ApplyResponse) {
 	for _, w := range resp.Warnings {
 		fmt.Fprintln(f.IO.ErrOut, "Warning:", w)
 	}
 }
 
-// resolveDocuments turns decoded documents into apply items: a bundle's
-// fromEnv names are read from the environment here, on the applying
-// machine, and its stringData values move out of the object into the
-// item's secrets. Every problem is reported at once, naming the file,
-// document and field; a value is never part of a message.
-func resolveDocuments(docs []manifests.Document, getenv func(string) string) ([]api.ApplyItem, []string, error) {
-	var (
-		items    []api.ApplyItem
-		warnings []string
-		errs     manifests.ErrorList
-	)
-	for i := range docs {
-		d := &docs[i]
-		var secrets map[string]string
-		obj := d.Object
-		switch o := obj.(type) {
-		case *manifests.SecretBundle:
-			o = manifests.DeepCopy(o)
-			secrets = map[string]string{}
-			for j, k := range o.Spec.FromEnv {
-				v, ok := lookupEnv(getenv, k)
-				if !ok {
-					errs = append(errs, d.Locate(&manifests.FieldError{Field: fmt.Sprintf("spec.fromEnv[%d]", j), Msg: fmt.Sprintf("environment variable %s is not set (fromEnv reads the applying process's environment)", k)}))
-					continue
-				}
-				secrets[k] = v
+// printPlan writes what an apply would do, field by field, and returns
+// how many objects would change.
+func printPlan(w io.Writer, resp *api.ApplyResponse) int {
+	var create, update, prune, same int
+	for _, r := range resp.Results {
+		switch r.Action {
+		case state.ActionCreated:
+			create++
+			fmt.Fprintf(w, "+ %s (create)\n", refName(r.Ref))
+			for _, c := range r.Changes {
+				fmt.Fprintf(w, "    + %s: %s\n", c.Path, c.New)
 			}
-			if len(o.Spec.StringData) > 0 {
-				e := d.Locate(&manifests.FieldError{Field: "spec.stringData", Msg: "plaintext secret values in a file; prefer fromEnv or `anycloud secrets seal`"})
-				warnings = append(warnings, e.Error())
-				for k, v := range o.Spec.StringData {
-					secrets[k] = v
+		case state.ActionConfigured:
+			update++
+			fmt.Fprintf(w, "~ %s (update)\n", refName(r.Ref))
+			for _, c := range r.Changes {
+				switch {
+				case c.Old == "":
+					fmt.Fprintf(w, "    + %s: %s\n", c.Path, c.New)
+				case c.New == "":
+					fmt.Fprintf(w, "    - %s: %s\n", c.Path, c.Old)
+				default:
+					fmt.Fprintf(w, "    ~ %s: %s -> %s\n", c.Path, c.Old, c.New)
 				}
-				o.Spec.StringData = nil
 			}
-			obj = o
-		case *manifests.Credentials:
-			if a := o.Spec.AWS; a != nil && a.SecretAccessKeyFromEnv != "" {
-				v, ok := lookupEnv(getenv, a.SecretAccessKeyFromEnv)
-				if !ok {
-					errs = append(errs, d.Locate(&manifests.FieldError{Field: "spec.aws.secretAccessKeyFromEnv", Msg: fmt.Sprintf("environment variable %s is not set", a.SecretAccessKeyFromEnv)}))
-					break
-				}
-				secrets = map[string]string{"secretAccessKey": v}
+		case state.ActionPruned:
+			prune++
+			note := ""
+			if r.Terminating {
+				note = ", waits until what holds it is gone"
 			}
+			fmt.Fprintf(w, "- %s (prune%s)\n", refName(r.Ref), note)
+		default:
+			same++
 		}
-		raw, err := json.Marshal(obj)
-		if err != nil {
-			return nil, warnings, err
-		}
-		items = append(items, api.ApplyItem{Object: raw, Secrets: secrets, Source: &api.Source{File: d.File, Doc: d.Index, Line: d.Line}})
 	}
-	return items, warnings, errs.Err()
-}
-
-// lookupEnv treats an empty variable as unset: an empty secret is almost
-// always a mistake.
-func lookupEnv(getenv func(string) string, k string) (string, bool) {
-	v := getenv(k)
-	return v, v != ""
+	fmt.Fprintf(w, "Plan: %d to create, %d to update, %d to prune, %d unchanged.\n", create, update, prune, same)
+	return create + update + prune
 }
 
 // waitReady waits until every named deployment is Ready for its current

@@ -166,12 +166,15 @@ func ExitCode(err error) int {
 	var (
 		ue *UsageError
 		ee *ExitError
+		se *StatusError
 	)
 	switch {
 	case err == nil:
 		return 0
 	case errors.As(err, &ee):
 		return ee.Code
+	case errors.As(err, &se):
+		return se.Code
 	case errors.As(err, &ue):
 		return 2
 	case api.IsConflict(err):
@@ -201,6 +204,7 @@ Credentials manifests; a local control plane keeps the cloud matching them.`,
 	})
 	root.AddCommand(
 		NewCmdApply(f, nil),
+		NewCmdDiff(f, nil),
 		NewCmdGet(f, nil),
 		NewCmdDescribe(f, nil),
 		NewCmdStatus(f, nil),
