@@ -160,6 +160,13 @@ func (c *Client) SSHInfo(ctx context.Context, name string) (provider.SSHInfo, er
 	return info, err
 }
 
+// Sources returns the directories the control plane applies itself.
+func (c *Client) Sources(ctx context.Context) ([]SourceStatus, error) {
+	var out []SourceStatus
+	err := c.do(ctx, "GET", "/v1/sources", nil, &out)
+	return out, err
+}
+
 // SealingKey returns the public key values are sealed to.
 func (c *Client) SealingKey(ctx context.Context) (string, error) {
 	var k SealingKey

@@ -22,6 +22,7 @@
 //	GET    /v1/deployments/{name}/logs[?follow=true]   the workload's log, plain text
 //	GET    /v1/deployments/{name}/ssh                  how to reach the VM (no secrets)
 //	GET    /v1/sealing-key
+//	GET    /v1/sources                        directories applied by the control plane
 //
 // where resource is deployments, secretbundles or credentials.
 package api

@@ -38,6 +38,8 @@ type Server struct {
 	Logs func(ctx context.Context, name string, follow bool, w io.Writer) error
 	// SSH says how to reach a deployment's VM; nil when no controller runs.
 	SSH func(ctx context.Context, name string) (provider.SSHInfo, error)
+	// Sources reports the directories the control plane applies itself.
+	Sources func() []SourceStatus
 }
 
 func (s *Server) now() time.Time {
@@ -53,6 +55,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/version", s.version)
 	mux.HandleFunc("POST /v1/apply", s.apply)
 	mux.HandleFunc("GET /v1/sealing-key", s.sealingKey)
+	mux.HandleFunc("GET /v1/sources", s.sources)
 	mux.HandleFunc("GET /v1/{resource}", s.list)
 	mux.HandleFunc("GET /v1/{resource}/{name}", s.get)
 	mux.HandleFunc("GET /v1/{resource}/{name}/events", s.events)
@@ -144,6 +147,14 @@ func (s *Server) logged(next http.Handler) http.Handler {
 
 func (s *Server) version(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, map[string]string{"version": s.Version, "cluster": s.Store.ClusterID()})
+}
+
+func (s *Server) sources(w http.ResponseWriter, r *http.Request) {
+	out := []SourceStatus{}
+	if s.Sources != nil {
+		out = s.Sources()
+	}
+	writeJSON(w, 200, out)
 }
 
 func (s *Server) sealingKey(w http.ResponseWriter, r *http.Request) {

@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/anycloud/anycloud/manifests"
 	"github.com/anycloud/anycloud/state"
@@ -60,6 +61,21 @@ type List struct {
 type DeleteResponse struct {
 	Deleted bool            `json:"deleted"`
 	Object  json.RawMessage `json:"object"`
+}
+
+// SourceStatus is the state of a directory the control plane applies by
+// itself (`anycloud controller --watch-dir`).
+type SourceStatus struct {
+	Dir      string `json:"dir"`
+	ApplySet string `json:"applySet"`
+	// Ready is true when the last attempt applied the directory.
+	Ready bool `json:"ready"`
+	// Message says what the last attempt did, or why it failed (file,
+	// document, line and field for bad input).
+	Message     string    `json:"message,omitempty"`
+	Objects     int       `json:"objects"`
+	LastAttempt time.Time `json:"lastAttempt,omitzero"`
+	LastApplied time.Time `json:"lastApplied,omitzero"`
 }
 
 // SealingKey is the control plane's public key for `secrets seal`.

@@ -23,6 +23,7 @@ type ControllerOptions struct {
 	Resync      time.Duration
 	OrphanGrace time.Duration
 	APIOnly     bool
+	WatchDir    string
 }
 
 // NewCmdController builds `anycloud controller`: the control plane in the
@@ -34,7 +35,14 @@ func NewCmdController(f *Factory, runF func(*ControllerOptions) error) *cobra.Co
 		Short: "Run the control plane in the foreground",
 		Long: `Run the control plane in the foreground: the store, the API on
 $ANYCLOUD_HOME/api.sock and the control loop. It stops on SIGINT or SIGTERM.
-Other commands start one in the background when none is running (see up).`,
+Other commands start one in the background when none is running (see up).
+
+With --watch-dir DIR it also keeps the store matching DIR, like a GitOps
+agent: on every change (and every --resync) it applies the directory
+recursively with prune, under the apply set that 'anycloud apply -f DIR
+--prune' uses. A directory that does not load applies nothing and is
+reported by 'anycloud status'; what runs keeps running until it is fixed.
+fromEnv values come from the controller's own environment.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if runF != nil {
@@ -46,6 +54,7 @@ Other commands start one in the background when none is running (see up).`,
 	cmd.Flags().IntVarP(&o.Verbosity, "verbosity", "v", 0, "log verbosity (1 logs every request and routine success)")
 	cmd.Flags().DurationVar(&o.Resync, "resync", 30*time.Second, "how often every deployment and VM is looked at")
 	cmd.Flags().BoolVar(&o.APIOnly, "api-only", false, "serve the API and store only; launch and terminate nothing")
+	cmd.Flags().StringVar(&o.WatchDir, "watch-dir", "", "apply this directory of manifests (recursively, with prune) whenever it changes")
 	cmd.Flags().DurationVar(&o.OrphanGrace, "orphan-grace", 2*time.Minute, "how long a managed VM that no deployment owns lives before it is terminated")
 	return cmd
 }
@@ -65,6 +74,7 @@ func (o *ControllerOptions) Run(ctx context.Context) error {
 		Resync:      o.Resync,
 		OrphanGrace: o.OrphanGrace,
 		APIOnly:     o.APIOnly,
+		WatchDir:    o.WatchDir,
 	})
 }
 

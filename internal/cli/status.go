@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/anycloud/anycloud/api"
 	"github.com/anycloud/anycloud/manifests"
 )
 
@@ -62,11 +64,12 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 	if o.Output == outputJSON {
 		return printObjects(o.f.IO.Out, outputJSON, objs, o.Name != "")
 	}
+	now := o.f.now()
+	defer o.printSources(ctx, c, now)
 	if len(objs) == 0 {
 		fmt.Fprintln(o.f.IO.ErrOut, "No deployments. Apply one: anycloud apply -f examples/quickstart")
 		return nil
 	}
-	now := o.f.now()
 	t := newTable(o.f.IO.Out, "NAME", "PHASE", "READY", "VM", "MARKET", "ADDRESS", "RECOVERIES", "ENV", "SECRETS", "AGE")
 	for _, obj := range objs {
 		d := obj.(*manifests.Deployment)
@@ -83,4 +86,26 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 	}
 	t.flush()
 	return nil
+}
+
+// printSources shows the directories the control plane applies itself
+// (controller --watch-dir), if any.
+func (o *StatusOptions) printSources(ctx context.Context, c *api.Client, now time.Time) {
+	if o.Name != "" {
+		return
+	}
+	srcs, err := c.Sources(ctx)
+	if err != nil || len(srcs) == 0 {
+		return
+	}
+	fmt.Fprintln(o.f.IO.Out)
+	t := newTable(o.f.IO.Out, "WATCHED DIR", "APPLY SET", "READY", "OBJECTS", "LAST APPLIED", "MESSAGE")
+	for _, s := range srcs {
+		last := "never"
+		if !s.LastApplied.IsZero() {
+			last = age(now, s.LastApplied) + " ago"
+		}
+		t.row(s.Dir, s.ApplySet, fmt.Sprint(s.Ready), fmt.Sprint(s.Objects), last, strings.ReplaceAll(s.Message, "\n", " "))
+	}
+	t.flush()
 }

@@ -49,6 +49,12 @@ type Config struct {
 	// TuneAWS adjusts each AWS provider's options; tests use it to point
 	// the SSH bootstrap at a local sshd.
 	TuneAWS func(*awsprovider.Options)
+	// WatchDir, when set, is a directory of manifests the control plane
+	// applies (with prune) whenever it changes.
+	WatchDir string
+	// WatchInterval is the periodic re-read of WatchDir (default: Resync,
+	// or 30s).
+	WatchInterval time.Duration
 }
 
 // Run serves the control plane until ctx ends.
@@ -87,6 +93,21 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var watchDone chan error
+	if cfg.WatchDir != "" {
+		interval := cfg.WatchInterval
+		if interval == 0 {
+			interval = cfg.Resync
+		}
+		wd, err := newWatchDir(cfg.WatchDir, interval, srv, store, log.WithName("watch-dir"))
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		srv.Sources = wd.Status
+		watchDone = make(chan error, 1)
+		go func() { watchDone <- wd.Run(ctx) }()
+	}
 	ctrlDone := make(chan error, 1)
 	if cfg.APIOnly {
 		ctrlDone <- nil
@@ -96,6 +117,9 @@ func Run(ctx context.Context, cfg Config) error {
 	err = srv.ServeListener(ctx, ln)
 	cancel()
 	<-ctrlDone
+	if watchDone != nil {
+		<-watchDone
+	}
 	os.Remove(sock)
 	log.Info("control plane stopped")
 	return err
