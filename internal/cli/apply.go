@@ -2,10 +2,10 @@ package cli
 
 import (
 	"context"
-	"io"
-	"slices"
 	"errors"
 	"fmt"
+	"io"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"

@@ -199,4 +199,3 @@ func TestWatchDirAppliesChangesAndSurvivesABadFile(t *testing.T) {
 		t.Errorf("the watch-dir's apply set differs from apply -f DIR's:\n%s", r)
 	}
 }
-

@@ -77,13 +77,13 @@ type RetryPolicy struct {
 
 // Provider launches deployments as EC2 instances.
 type Provider struct {
-	ec2      EC2API
-	key      string
-	region   string
-	cluster  string
-	ssh      SSH
-	retry    RetryPolicy
-	limits   *limits
+	ec2     EC2API
+	key     string
+	region  string
+	cluster string
+	ssh     SSH
+	retry   RetryPolicy
+	limits  *limits
 
 	mu     sync.Mutex
 	images map[string]string // default AMI per architecture, resolved once
