@@ -115,7 +115,7 @@ func TestExitStatuses(t *testing.T) {
 		{[]string{"get", "deploy", "nope"}, 1},
 		{[]string{"get", "pods"}, 2},
 		{[]string{"apply"}, 2},
-		{[]string{"bogus-verb"}, 1},
+		{[]string{"bogus-verb"}, 2},
 		{[]string{"secrets", "delete", "hf"}, 3},
 	} {
 		if r := anycloud(t, home, nil, tc.args...); r.code != tc.code {

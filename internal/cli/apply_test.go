@@ -110,7 +110,7 @@ spec: {fromEnv: [DEMO_TOKEN]}
 	}
 	e.vars["DEMO_TOKEN"] = "rotated-value"
 	r = e.must("apply", "-f", dir, "--dry-run")
-	if !strings.Contains(r.stdout, "secretbundle/demo configured (dry run)") {
+	if !strings.Contains(r.stdout, "~ secretbundle/demo (update)") || !strings.Contains(r.stdout, "secret values: (changed)") || strings.Contains(r.stdout, "rotated-value") {
 		t.Errorf("dry run should show the rotation:\n%s", r.stdout)
 	}
 	var b manifests.SecretBundle

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -175,7 +176,7 @@ func ExitCode(err error) int {
 		return ee.Code
 	case errors.As(err, &se):
 		return se.Code
-	case errors.As(err, &ue):
+	case errors.As(err, &ue), strings.HasPrefix(err.Error(), "unknown command "):
 		return 2
 	case api.IsConflict(err):
 		return 3
