@@ -288,14 +288,7 @@ func (c *Controller) launch(ctx context.Context, prov provider.Provider, d *mani
 	now := c.clock.Now()
 	if len(missing) > 0 {
 		msg := fmt.Sprintf("secret bundle(s) %s not found; no VM is created until they exist", strings.Join(missing, ", "))
-		prev := manifests.FindCondition(st.Conditions, manifests.ConditionReady)
-		reconcile.SetReady(&st, manifests.ConditionFalse, reconcile.ReasonSecretBundleNotFound, msg, d.Metadata.Generation, now)
-		if prev == nil || prev.Reason != reconcile.ReasonSecretBundleNotFound || prev.Message != msg {
-			c.event(ctx, d, state.EventWarning, reconcile.ReasonSecretBundleNotFound, msg)
-			log.Info("waiting for secret bundles", "missing", missing)
-		}
-		_, err := c.writeStatus(ctx, d, st)
-		return nil, err
+		return nil, c.notReady(ctx, d, st, reconcile.ReasonSecretBundleNotFound, msg)
 	}
 	req := provider.LaunchRequest{
 		Deployment: d.Metadata.Name, UID: d.Metadata.UID, Attempt: l.Attempt,
@@ -318,8 +311,7 @@ func (c *Controller) launch(ctx context.Context, prov provider.Provider, d *mani
 			}
 			return nil, fmt.Errorf("%w: %v", ErrTerminal, err)
 		}
-		reconcile.SetReady(&st, manifests.ConditionFalse, reason, msg, d.Metadata.Generation, now)
-		if _, werr := c.writeStatus(ctx, d, st); werr != nil {
+		if werr := c.notReady(ctx, d, st, reason, msg); werr != nil {
 			return nil, errors.Join(err, werr)
 		}
 		return nil, err
@@ -361,16 +353,9 @@ func (c *Controller) bootstrap(ctx context.Context, b provider.Bootstrapper, d *
 	if err != nil {
 		return false, err
 	}
-	now := c.clock.Now()
 	if len(missing) > 0 {
 		msg := fmt.Sprintf("secret bundle(s) %s not found; the workload is started when they exist", strings.Join(missing, ", "))
-		prev := manifests.FindCondition(st.Conditions, manifests.ConditionReady)
-		reconcile.SetReady(&st, manifests.ConditionFalse, reconcile.ReasonSecretBundleNotFound, msg, d.Metadata.Generation, now)
-		if prev == nil || prev.Reason != reconcile.ReasonSecretBundleNotFound {
-			c.event(ctx, d, state.EventWarning, reconcile.ReasonSecretBundleNotFound, msg)
-		}
-		_, err := c.writeStatus(ctx, d, st)
-		return false, err
+		return false, c.notReady(ctx, d, st, reconcile.ReasonSecretBundleNotFound, msg)
 	}
 	vm := st.VM
 	req := provider.LaunchRequest{
@@ -381,12 +366,7 @@ func (c *Controller) bootstrap(ctx context.Context, b provider.Bootstrapper, d *
 	clear(env)
 	if err != nil {
 		msg := fmt.Sprintf("start the workload on VM %s: %v", vm.ID, err)
-		prev := manifests.FindCondition(st.Conditions, manifests.ConditionReady)
-		reconcile.SetReady(&st, manifests.ConditionFalse, reconcile.ReasonBootstrapFailed, msg, d.Metadata.Generation, now)
-		if prev == nil || prev.Message != msg {
-			c.event(ctx, d, state.EventWarning, reconcile.ReasonBootstrapFailed, msg)
-		}
-		if _, werr := c.writeStatus(ctx, d, st); werr != nil {
+		if werr := c.notReady(ctx, d, st, reconcile.ReasonBootstrapFailed, msg); werr != nil {
 			return false, errors.Join(err, werr)
 		}
 		return false, err // retried with back-off: sshd may still be starting
@@ -466,19 +446,27 @@ func (c *Controller) providerFailed(ctx context.Context, d *manifests.Deployment
 		}
 	}
 	st := manifests.DeepCopy(d).Status // never alias the stored conditions
-	prev := manifests.FindCondition(st.Conditions, manifests.ConditionReady)
-	msg := err.Error()
-	reconcile.SetReady(&st, manifests.ConditionFalse, reason, msg, d.Metadata.Generation, c.clock.Now())
-	if prev == nil || prev.Message != msg {
-		c.event(ctx, d, state.EventWarning, reason, msg)
-	}
-	if _, werr := c.writeStatus(ctx, d, st); werr != nil {
+	if werr := c.notReady(ctx, d, st, reason, err.Error()); werr != nil {
 		return Result{}, errors.Join(err, werr)
 	}
 	if reason == reconcile.ReasonCredentialsNotFound {
 		return Result{}, nil // retried when the resync sees them
 	}
 	return Result{}, err
+}
+
+// notReady records Ready=False with a reason and message, with a warning
+// event when they change (a deployment that keeps waiting does not repeat
+// itself), and writes the status.
+func (c *Controller) notReady(ctx context.Context, d *manifests.Deployment, st manifests.DeploymentStatus, reason, msg string) error {
+	prev := manifests.FindCondition(st.Conditions, manifests.ConditionReady)
+	if prev == nil || prev.Reason != reason || prev.Message != msg {
+		c.event(ctx, d, state.EventWarning, reason, msg)
+		logr.FromContextOrDiscard(ctx).Info("not ready", "reason", reason, "message", msg)
+	}
+	reconcile.SetReady(&st, manifests.ConditionFalse, reason, msg, d.Metadata.Generation, c.clock.Now())
+	_, err := c.writeStatus(ctx, d, st)
+	return err
 }
 
 // writeStatus stores st when it differs from what is stored, and returns

@@ -712,14 +712,11 @@ func (s *Bolt) Update(ctx context.Context, obj manifests.Object) (manifests.Obje
 	var out manifests.Object
 	err := s.update(func(t *txn) error {
 		k, name := obj.GetKind(), obj.GetMeta().Name
-		existing, err := t.get(k, name)
+		existing, err := t.current(obj, "update")
 		if err != nil {
 			return err
 		}
 		em, im := existing.GetMeta(), obj.GetMeta()
-		if im.ResourceVersion != em.ResourceVersion || (im.UID != "" && im.UID != em.UID) {
-			return fmt.Errorf("update %s %q: %w", k, name, ErrConflict)
-		}
 		next := manifests.DeepCopy(existing)
 		nm := next.GetMeta()
 		nm.Labels = maps.Clone(im.Labels)
@@ -764,18 +761,29 @@ func (s *Bolt) Update(ctx context.Context, obj manifests.Object) (manifests.Obje
 	return out, nil
 }
 
+// current returns the stored object that obj claims to be a write of: the
+// resourceVersion (and uid, when given) must match, or the write is
+// refused with ErrConflict (optimistic concurrency).
+func (t *txn) current(obj manifests.Object, op string) (manifests.Object, error) {
+	k, name := obj.GetKind(), obj.GetMeta().Name
+	existing, err := t.get(k, name)
+	if err != nil {
+		return nil, err
+	}
+	em, im := existing.GetMeta(), obj.GetMeta()
+	if im.ResourceVersion != em.ResourceVersion || (im.UID != "" && im.UID != em.UID) {
+		return nil, fmt.Errorf("%s %s %q: %w", op, k, name, ErrConflict)
+	}
+	return existing, nil
+}
+
 // UpdateStatus implements Store.
 func (s *Bolt) UpdateStatus(ctx context.Context, obj manifests.Object) (manifests.Object, error) {
 	var out manifests.Object
 	err := s.update(func(t *txn) error {
-		k, name := obj.GetKind(), obj.GetMeta().Name
-		existing, err := t.get(k, name)
+		existing, err := t.current(obj, "update status of")
 		if err != nil {
 			return err
-		}
-		em, im := existing.GetMeta(), obj.GetMeta()
-		if im.ResourceVersion != em.ResourceVersion || (im.UID != "" && im.UID != em.UID) {
-			return fmt.Errorf("update status of %s %q: %w", k, name, ErrConflict)
 		}
 		next := manifests.DeepCopy(existing)
 		setStatus(next, obj)

@@ -46,8 +46,10 @@ func StartSSHD(t testing.TB, hostKeyPEM []byte, authorizedKeys []string) string 
 }
 
 // RunSSHD is StartSSHD for code that cannot fail a test (a goroutine of
-// the code under test): it returns the address and a stop function.
-func RunSSHD(sshd, dir string, hostKeyPEM []byte, authorizedKeys []string) (string, func(), error) {
+// the code under test): it returns the address and a stop function. sshd
+// logs to dir/sshd.log; extra lines are appended to its configuration
+// (for example "LogLevel DEBUG").
+func RunSSHD(sshd, dir string, hostKeyPEM []byte, authorizedKeys []string, extra ...string) (string, func(), error) {
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil { // privilege separation
 		return "", nil, err
 	}
@@ -70,7 +72,7 @@ func RunSSHD(sshd, dir string, hostKeyPEM []byte, authorizedKeys []string) (stri
 		"ListenAddress " + addr, "HostKey " + hostKey, "AuthorizedKeysFile " + auth,
 		"PermitRootLogin prohibit-password", "PubkeyAuthentication yes", "PasswordAuthentication no",
 		"KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
-		"PidFile " + filepath.Join(dir, "sshd.pid"), "",
+		"PidFile " + filepath.Join(dir, "sshd.pid"), strings.Join(extra, "\n"), "",
 	}, "\n")), 0o600)
 	logPath := filepath.Join(dir, "sshd.log")
 	logf, err := os.Create(logPath)
