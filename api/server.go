@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -429,14 +430,22 @@ func (s *Server) Apply(ctx context.Context, req ApplyRequest) (*ApplyResponse, e
 	}
 	results, err := s.Store.Apply(ctx, sorted, opts)
 	var aerr *state.ApplyError
-	if errors.As(err, &aerr) && aerr.Index < len(order) && errors.Is(err, state.ErrInvalid) {
+	if errors.As(err, &aerr) && aerr.Index < len(order) {
 		// Point at the file and document the failing object came from.
 		it := req.Items[order[aerr.Index]]
 		fe := &manifests.FieldError{Msg: aerr.Err.Error()}
 		if it.Source != nil {
 			fe.File, fe.Doc, fe.Line = it.Source.File, it.Source.Doc, it.Source.Line
 		}
-		return nil, manifests.ErrorList{fe}
+		if errors.Is(err, state.ErrInvalid) {
+			return nil, manifests.ErrorList{fe}
+		}
+		// Keep the kind of failure (a conflict stays a 409).
+		if it.Source == nil {
+			return nil, err
+		}
+		fe.Msg = ""
+		return nil, fmt.Errorf("%s: %w", strings.TrimSuffix(fe.Error(), ": "), aerr.Err)
 	}
 	if err != nil {
 		return nil, err

@@ -207,10 +207,17 @@ func (c *Controller) Reconcile(ctx context.Context, req Request) (Result, error)
 		return c.providerFailed(ctx, d, err)
 	}
 
+	if d, err = c.leaveOldScope(ctx, d, prov); err != nil {
+		return Result{}, err
+	}
+
 	var result Result
 	for round := 0; ; round++ {
 		_, needsBootstrap := prov.(provider.Bootstrapper)
 		plan := reconcile.Decide(reconcile.Input{Deployment: d, Observed: observed, Now: c.clock.Now(), NeedsBootstrap: needsBootstrap})
+		if plan.Status.VM != nil && plan.Status.VM.Scope == "" {
+			plan.Status.VM.Scope = prov.Key()
+		}
 		c.recordEvents(ctx, d, plan.Events)
 		acted := false
 		for _, vm := range plan.Terminate {
@@ -219,7 +226,7 @@ func (c *Controller) Reconcile(ctx context.Context, req Request) (Result, error)
 				return Result{}, fmt.Errorf("terminate VM %s: %w", vm.ID, err)
 			}
 			log.Info("VM terminated", "vm", vm.ID, "attempt", vm.Attempt)
-			c.vms.markTerminated(prov, vm.ID)
+			c.vms.markTerminated(prov, vm)
 			acted = true
 		}
 		if plan.RemoveFinalizer {
@@ -276,6 +283,34 @@ func (c *Controller) Reconcile(ctx context.Context, req Request) (Result, error)
 	}
 }
 
+// leaveOldScope handles a deployment whose credentials or region changed
+// under a running VM: the VM is terminated where it is (when that scope's
+// provider is known; otherwise the orphan sweep of that scope ends it) and
+// a new attempt starts in the new scope. Without this the old VM would
+// leak, and the new scope's listing would make it look preempted.
+func (c *Controller) leaveOldScope(ctx context.Context, d *manifests.Deployment, prov provider.Provider) (*manifests.Deployment, error) {
+	vm := d.Status.VM
+	if vm == nil || vm.Scope == "" || vm.Scope == prov.Key() {
+		return d, nil
+	}
+	msg := fmt.Sprintf("the deployment moved from %s to %s; VM %s is left to the old scope's orphan sweep", vm.Scope, prov.Key(), vm.ID)
+	if old := c.vms.provider(vm.Scope); old != nil {
+		if err := old.Terminate(ctx, vm.ID); err != nil {
+			return nil, fmt.Errorf("terminate VM %s in %s: %w", vm.ID, vm.Scope, err)
+		}
+		c.vms.markTerminated(old, provider.VM{ID: vm.ID, UID: d.Metadata.UID, Attempt: vm.Attempt})
+		msg = fmt.Sprintf("the deployment moved from %s to %s; terminated VM %s there", vm.Scope, prov.Key(), vm.ID)
+	}
+	c.event(ctx, d, state.EventNormal, "Moved", msg)
+	st := manifests.DeepCopy(d).Status
+	st.VM = nil
+	st.Attempt++
+	st.AttemptGeneration = d.Metadata.Generation
+	st.AttemptRestartedAt = reconcile.RestartMarker(d)
+	st.Phase = manifests.PhaseLaunching
+	return c.writeStatus(ctx, d, st)
+}
+
 // launch resolves secrets afresh and creates the VM. A missing bundle is
 // not an error: the deployment waits for it (nil VM, nil error).
 func (c *Controller) launch(ctx context.Context, prov provider.Provider, d *manifests.Deployment, l *reconcile.Launch) (*provider.VM, error) {
@@ -300,11 +335,25 @@ func (c *Controller) launch(ctx context.Context, prov provider.Provider, d *mani
 	}
 	vm, err := prov.Launch(ctx, req)
 	clear(env)
+	if err == nil {
+		// Known to the cache before anything else can fail, so that a
+		// delete racing this launch terminates it.
+		c.vms.put(prov, vm)
+	}
+	if errors.Is(err, provider.ErrAttemptSpent) {
+		st.Attempt++
+		st.AttemptGeneration, st.AttemptRestartedAt = d.Metadata.Generation, reconcile.RestartMarker(d)
+		c.event(ctx, d, state.EventWarning, reconcile.ReasonLaunchFailed, fmt.Sprintf("attempt %d's VM is already gone; starting attempt %d", l.Attempt, st.Attempt))
+		if _, werr := c.writeStatus(ctx, d, st); werr != nil {
+			return nil, werr
+		}
+		return nil, err // requeued: the next reconcile launches the new attempt
+	}
 	if err != nil {
 		reason := provider.Reason(err)
 		msg := fmt.Sprintf("launch attempt %d: %v", l.Attempt, err)
-		c.event(ctx, d, state.EventWarning, reconcile.ReasonLaunchFailed, msg)
 		if errors.Is(err, provider.ErrInvalid) {
+			c.event(ctx, d, state.EventWarning, reconcile.ReasonLaunchFailed, msg)
 			reconcile.SetStalled(&st, reason, msg+"; fix the deployment, or `anycloud resubmit` once the cause is fixed", d.Metadata.Generation, now)
 			if _, werr := c.writeStatus(ctx, d, st); werr != nil {
 				return nil, werr
@@ -317,6 +366,7 @@ func (c *Controller) launch(ctx context.Context, prov provider.Provider, d *mani
 		return nil, err
 	}
 	st.VM = reconcile.VMStatusFromLaunch(vm, &st, versions)
+	st.VM.Scope = prov.Key()
 	var bv []string
 	for _, b := range d.Spec.Secrets {
 		bv = append(bv, fmt.Sprintf("%s@%d", b, versions[b]))
@@ -364,6 +414,16 @@ func (c *Controller) bootstrap(ctx context.Context, b provider.Bootstrapper, d *
 	}
 	err = b.Bootstrap(ctx, provider.VM{ID: vm.ID, Deployment: d.Metadata.Name, UID: d.Metadata.UID, Attempt: vm.Attempt, Address: vm.Address}, req)
 	clear(env)
+	if errors.Is(err, provider.ErrInvalid) {
+		// Retrying cannot help (a value docker's env file cannot carry).
+		msg := fmt.Sprintf("start the workload on VM %s: %v", vm.ID, err)
+		c.event(ctx, d, state.EventWarning, reconcile.ReasonBootstrapFailed, msg)
+		reconcile.SetStalled(&st, reconcile.ReasonBootstrapFailed, msg+"; fix the bundle or deployment, then `anycloud resubmit`", d.Metadata.Generation, c.clock.Now())
+		if _, werr := c.writeStatus(ctx, d, st); werr != nil {
+			return false, werr
+		}
+		return false, fmt.Errorf("%w: %v", ErrTerminal, err)
+	}
 	if err != nil {
 		msg := fmt.Sprintf("start the workload on VM %s: %v", vm.ID, err)
 		if werr := c.notReady(ctx, d, st, reconcile.ReasonBootstrapFailed, msg); werr != nil {
@@ -688,21 +748,34 @@ func (c *Controller) Resync(ctx context.Context) []provider.Provider {
 		return nil
 	}
 	scopes := map[string]provider.Provider{}
-	uids := map[string]bool{}
+	// owner maps each deployment's uid to the scope its VM belongs in: a
+	// VM elsewhere (a deployment that moved) is an orphan there.
+	owner := map[string]string{}
 	for _, o := range objs {
 		d := o.(*manifests.Deployment)
-		uids[d.Metadata.UID] = true
 		p, err := c.providerFor(ctx, d)
 		if err != nil {
+			owner[d.Metadata.UID] = "" // unknown: sweep no VM of it
 			continue // the deployment's reconcile reports it
 		}
+		owner[d.Metadata.UID] = p.Key()
 		scopes[p.Key()] = p
 	}
-	// The local engine is always swept, so that containers left by a
-	// deleted store do not run forever.
-	if lp, err := c.providers.For(ctx, &manifests.Credentials{Spec: manifests.CredentialsSpec{Provider: manifests.ProviderLocal}}, nil, ""); err == nil {
-		if _, ok := scopes[lp.Key()]; !ok {
-			scopes[lp.Key()] = lp
+	// Every credentials' scope is swept, used or not, so that a VM whose
+	// deployment is gone is found wherever it was left. The local engine is
+	// among them (the built-in credentials).
+	if creds, _, err := c.store.List(ctx, manifests.KindCredentials); err == nil {
+		for _, o := range creds {
+			cr := o.(*manifests.Credentials)
+			secrets, _, err := c.store.OpenSecrets(ctx, manifests.KindCredentials, cr.Metadata.Name)
+			if err != nil {
+				continue
+			}
+			if p, err := c.providers.For(ctx, cr, secrets, ""); err == nil {
+				if _, ok := scopes[p.Key()]; !ok {
+					scopes[p.Key()] = p
+				}
+			}
 		}
 	}
 	keys := make([]string, 0, len(scopes))
@@ -718,7 +791,7 @@ func (c *Controller) Resync(ctx context.Context) []provider.Provider {
 			continue
 		}
 		listed = append(listed, p)
-		c.sweepOrphans(ctx, p, uids)
+		c.sweepOrphans(ctx, p, owner)
 	}
 	for _, o := range objs {
 		c.queue.Add(o.GetMeta().Name)
@@ -726,11 +799,11 @@ func (c *Controller) Resync(ctx context.Context) []provider.Provider {
 	return listed
 }
 
-// sweepOrphans terminates managed VMs that no deployment owns once they
-// have been orphans for the grace period. Deployments are listed before
+// sweepOrphans terminates managed VMs that no deployment owns in this
+// scope once they have been orphans for the grace period. Deployments are listed before
 // VMs, so a VM launched meanwhile looks orphaned for one resync at most;
 // the grace period covers that.
-func (c *Controller) sweepOrphans(ctx context.Context, p provider.Provider, uids map[string]bool) {
+func (c *Controller) sweepOrphans(ctx context.Context, p provider.Provider, owner map[string]string) {
 	now := c.clock.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -741,8 +814,11 @@ func (c *Controller) sweepOrphans(ctx context.Context, p provider.Provider, uids
 	}
 	seen := map[string]bool{}
 	for _, vm := range c.vms.all(p) {
-		if vm.State == provider.StateTerminated || uids[vm.UID] {
+		if vm.State == provider.StateTerminated {
 			continue
+		}
+		if scope, ok := owner[vm.UID]; ok && (scope == p.Key() || scope == "") {
+			continue // owned here, or by a deployment whose scope is unknown now
 		}
 		seen[vm.ID] = true
 		first, ok := orphans[vm.ID]
@@ -758,7 +834,7 @@ func (c *Controller) sweepOrphans(ctx context.Context, p provider.Provider, uids
 			c.log.Error(err, "terminate orphan", "vm", vm.ID)
 			continue
 		}
-		c.vms.markTerminated(p, vm.ID)
+		c.vms.markTerminated(p, vm)
 		delete(orphans, vm.ID)
 		c.log.Info("orphan VM terminated", "vm", vm.ID, "deployment", vm.Deployment, "uid", vm.UID)
 	}

@@ -3,6 +3,7 @@ package controller_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -145,5 +146,73 @@ func removeAll(p *local.Provider) {
 	vms, _ := p.List(ctx)
 	for _, vm := range vms {
 		p.Terminate(ctx, vm.ID)
+	}
+}
+
+// gatedProvider launches for real, then holds the answer until released:
+// a delete can land between the VM's creation and its status write.
+type gatedProvider struct {
+	provider.Provider
+	launched chan string
+	release  chan struct{}
+}
+
+func (g *gatedProvider) Launch(ctx context.Context, req provider.LaunchRequest) (provider.VM, error) {
+	vm, err := g.Provider.Launch(ctx, req)
+	if err == nil {
+		g.launched <- vm.ID
+		<-g.release
+	}
+	return vm, err
+}
+
+func TestDeleteDuringALaunchTerminatesTheNewVM(t *testing.T) {
+	testenv.RequireDocker(t)
+	image := testenv.RequireDemoImage(t)
+	store, err := state.OpenBolt(testenv.ShortTempDir(t), state.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	lp, err := local.New(store.ClusterID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lp.Close()
+	t.Cleanup(func() { removeAll(lp) })
+	gate := &gatedProvider{Provider: lp, launched: make(chan string, 1), release: make(chan struct{})}
+	applyDeployment(t, store, "racy", image)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := controller.New(controller.Options{Store: store, Providers: fixedProviders{gate}, Log: logr.Discard(), Resync: time.Hour})
+	go c.Run(ctx)
+	select {
+	case <-gate.launched:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no launch")
+	}
+	if _, err := store.Delete(ctx, manifests.KindDeployment, "racy", state.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	close(gate.release)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := store.Get(ctx, manifests.KindDeployment, "racy")
+		if errors.Is(err, state.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the deployment was not deleted")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	vms, err := lp.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, vm := range vms {
+		if vm.State.Alive() {
+			t.Errorf("VM %s outlived its deleted deployment", vm.ID)
+		}
 	}
 }

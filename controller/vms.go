@@ -19,6 +19,9 @@ type vmCache struct {
 }
 
 type scopeVMs struct {
+	// prov is the scope's provider, kept so that a VM left in a scope the
+	// deployment moved away from can still be terminated.
+	prov provider.Provider
 	// listMu makes concurrent first reconciles share one listing.
 	listMu sync.Mutex
 	listed bool
@@ -46,10 +49,20 @@ func (c *vmCache) scope(p provider.Provider) *scopeVMs {
 	defer c.mu.Unlock()
 	s := c.scopes[p.Key()]
 	if s == nil {
-		s = &scopeVMs{byUID: map[string][]provider.VM{}, fresh: map[string]freshVM{}}
+		s = &scopeVMs{prov: p, byUID: map[string][]provider.VM{}, fresh: map[string]freshVM{}}
 		c.scopes[p.Key()] = s
 	}
 	return s
+}
+
+// provider returns the provider of a scope seen before, or nil.
+func (c *vmCache) provider(key string) provider.Provider {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s := c.scopes[key]; s != nil {
+		return s.prov
+	}
+	return nil
 }
 
 // observed returns the VMs of uid, listing the scope first if it has never
@@ -160,21 +173,24 @@ func (c *vmCache) put(p provider.Provider, vm provider.VM) []provider.VM {
 	return slices.Clone(s.byUID[vm.UID])
 }
 
-// markTerminated records a VM the controller terminated.
-func (c *vmCache) markTerminated(p provider.Provider, id string) {
+// markTerminated records a VM the controller terminated, adding it when
+// no listing has shown it yet.
+func (c *vmCache) markTerminated(p provider.Provider, vm provider.VM) {
 	s := c.scope(p)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	delete(s.fresh, id)
+	delete(s.fresh, vm.ID)
 	for uid, list := range s.byUID {
 		for i := range list {
-			if list[i].ID == id {
+			if list[i].ID == vm.ID {
 				list[i].State = provider.StateTerminated
 				s.byUID[uid] = list
 				return
 			}
 		}
 	}
+	vm.State = provider.StateTerminated
+	s.byUID[vm.UID] = append(s.byUID[vm.UID], vm)
 }
 
 // forget drops a deleted deployment's VMs.

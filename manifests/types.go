@@ -234,6 +234,10 @@ type VMStatus struct {
 	RestartedAt string `json:"restartedAt,omitempty"`
 	// Generation is the spec generation the VM was created for.
 	Generation int64 `json:"generation,omitempty"`
+	// Scope is the provider scope (credentials and region) the VM lives
+	// in: when the deployment's credentials or region change, the VM is
+	// ended there and replaced in the new scope.
+	Scope string `json:"scope,omitempty"`
 	// Bootstrapped is true once the workload was started on the VM with
 	// its resolved env, for providers that do that in a step after launch
 	// (aws, over SSH). The local provider starts it at launch.

@@ -148,6 +148,10 @@ var (
 	// ErrInvalid: the request can never succeed as it is (bad image,
 	// unknown VM type); retrying does not help.
 	ErrInvalid = errors.New("invalid launch request")
+	// ErrAttemptSpent: the attempt's idempotency token already made a VM
+	// that is gone (EC2's IdempotentInstanceTerminated); only a new
+	// attempt, with a new token, can launch.
+	ErrAttemptSpent = errors.New("attempt already spent")
 )
 
 // Reason maps an error to a condition reason for people.
@@ -161,6 +165,8 @@ func Reason(err error) string {
 		return "ProviderUnavailable"
 	case errors.Is(err, ErrInvalid):
 		return "InvalidLaunchRequest"
+	case errors.Is(err, ErrAttemptSpent):
+		return "AttemptSpent"
 	case errors.Is(err, ErrNotFound):
 		return "NotFound"
 	}

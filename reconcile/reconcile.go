@@ -119,10 +119,20 @@ func Decide(in Input) Plan {
 	gen := d.Metadata.Generation
 
 	if d.Metadata.DeletionTimestamp != nil {
+		recorded := false
 		for _, vm := range in.Observed {
+			if st.VM != nil && vm.ID == st.VM.ID {
+				recorded = true
+			}
 			if vm.State != provider.StateTerminated {
 				p.Terminate = append(p.Terminate, vm)
 			}
+		}
+		// A VM the status records but the listing does not show (a
+		// listing older than the launch) is terminated all the same:
+		// termination is idempotent, a leak is not.
+		if st.VM != nil && !recorded {
+			p.Terminate = append(p.Terminate, provider.VM{ID: st.VM.ID, UID: d.Metadata.UID, Deployment: d.Metadata.Name, Attempt: st.VM.Attempt})
 		}
 		st.Phase = manifests.PhaseTerminating
 		setReady(st, manifests.ConditionFalse, ReasonDeleting, "the deployment is being deleted", gen, in.Now)

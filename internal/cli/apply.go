@@ -123,7 +123,7 @@ func (o *ApplyOptions) Run(ctx context.Context) error {
 	}
 	var names []string
 	for _, r := range resp.Results {
-		if r.Ref.Kind == manifests.KindDeployment {
+		if r.Ref.Kind == manifests.KindDeployment && r.Action != state.ActionPruned {
 			names = append(names, r.Ref.Name)
 		}
 	}

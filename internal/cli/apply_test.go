@@ -210,3 +210,13 @@ func TestGetReportsMissingObjectWithExit1(t *testing.T) {
 		t.Errorf("%s\nwant exit 1, not found", r)
 	}
 }
+
+func TestApplyErrorsFromTheStoreNameTheFileAndDocument(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	writeFile(t, dir, "creds.yaml", "apiVersion: anycloud.dev/v1\nkind: Credentials\nmetadata: {name: local}\nspec: {provider: local}\n")
+	r := e.run("apply", "-f", dir)
+	if r.code != 1 || !strings.Contains(r.stderr, "creds.yaml") || !strings.Contains(r.stderr, "document 1") || !strings.Contains(r.stderr, "built in") {
+		t.Errorf("exit %d\n%s", r.code, r.stderr)
+	}
+}

@@ -39,7 +39,7 @@ import (
 type vmEmulator struct {
 	sshd    string
 	dir     string
-	outside *ec2.Client
+	outside []*ec2.Client // one per region the tests use
 
 	mu    sync.Mutex
 	addrs map[string]string
@@ -64,9 +64,18 @@ func (v *vmEmulator) address(vm provider.VM) string {
 
 // boot reads the instance's user-data and starts its sshd.
 func (v *vmEmulator) boot(id string) (string, error) {
-	out, err := v.outside.DescribeInstanceAttribute(context.Background(), &ec2.DescribeInstanceAttributeInput{
-		InstanceId: sdkaws.String(id), Attribute: types.InstanceAttributeNameUserData,
-	})
+	var (
+		out *ec2.DescribeInstanceAttributeOutput
+		err error
+	)
+	for _, c := range v.outside {
+		out, err = c.DescribeInstanceAttribute(context.Background(), &ec2.DescribeInstanceAttributeInput{
+			InstanceId: sdkaws.String(id), Attribute: types.InstanceAttributeNameUserData,
+		})
+		if err == nil {
+			break
+		}
+	}
 	if err != nil {
 		return "", err
 	}
@@ -108,6 +117,7 @@ type awsEnv struct {
 	moto    string
 	proxy   *ec2proxy.Proxy
 	outside *ec2.Client
+	west    *ec2.Client
 	vms     *vmEmulator
 	image   string
 	docker  *client.Client
@@ -132,7 +142,13 @@ func newAWSEnv(t *testing.T) *awsEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vms := &vmEmulator{sshd: sshd, dir: testenv.ShortTempDir(t), outside: outside, addrs: map[string]string{}}
+	west, _, err := awsprovider.NewClient(context.Background(), awsprovider.ClientConfig{
+		Region: "us-west-2", AccessKeyID: "testing", SecretAccessKey: "testing", EndpointURL: moto,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vms := &vmEmulator{sshd: sshd, dir: testenv.ShortTempDir(t), outside: []*ec2.Client{outside, west}, addrs: map[string]string{}}
 	envFile := filepath.Join(testenv.ShortTempDir(t), "anycloud-secrets.env")
 	e := newEnvWith(t, func(c *controlplane.Config) {
 		c.Resync = time.Second
@@ -145,7 +161,7 @@ func newAWSEnv(t *testing.T) *awsEnv {
 	})
 	b := make([]byte, 3)
 	rand.Read(b)
-	a := &awsEnv{env: e, moto: moto, proxy: proxy, outside: outside, vms: vms, image: image, docker: docker, suffix: hex.EncodeToString(b), envFile: envFile}
+	a := &awsEnv{env: e, moto: moto, proxy: proxy, outside: outside, west: west, vms: vms, image: image, docker: docker, suffix: hex.EncodeToString(b), envFile: envFile}
 	t.Cleanup(func() {
 		vms.close()
 		a.removeWorkloads()
@@ -172,9 +188,11 @@ func (a *awsEnv) removeWorkloads() {
 	}
 }
 
-func (a *awsEnv) instances() []types.Instance {
+func (a *awsEnv) instances() []types.Instance { return a.instancesIn(a.outside) }
+
+func (a *awsEnv) instancesIn(c *ec2.Client) []types.Instance {
 	a.t.Helper()
-	out, err := a.outside.DescribeInstances(context.Background(), &ec2.DescribeInstancesInput{})
+	out, err := c.DescribeInstances(context.Background(), &ec2.DescribeInstancesInput{})
 	if err != nil {
 		a.t.Fatal(err)
 	}
@@ -388,5 +406,46 @@ func TestAWSConvergesThroughThrottlingAndDroppedResponsesWithoutDuplicates(t *te
 	}
 	if a.proxy.Forwarded("RunInstances") < 1 || a.proxy.Count("RunInstances") < 5 {
 		t.Errorf("RunInstances arrivals %d forwarded %d: the faults were not exercised", a.proxy.Count("RunInstances"), a.proxy.Forwarded("RunInstances"))
+	}
+}
+
+// TestAWSDeploymentMovesWithItsCredentialsRegion: the credentials' region
+// changes under a running deployment; its VM is terminated in the old
+// region and replaced in the new one, and that is not a preemption.
+func TestAWSDeploymentMovesWithItsCredentialsRegion(t *testing.T) {
+	a := newAWSEnv(t)
+	name := a.name("mover")
+	a.must("submit", a.image, "--name", name, "--credentials", "moto")
+	first := a.ready(name).Status.VM
+	if !strings.HasSuffix(first.Scope, "us-east-1") {
+		t.Fatalf("scope %q", first.Scope)
+	}
+	a.vars["AWS_SECRET_ACCESS_KEY"] = "testing"
+	a.must("credentials", "new", "moto", "--provider", "aws", "--region", "us-west-2",
+		"--endpoint-url", a.proxy.URL(), "--access-key-id", "testing")
+	var d *manifests.Deployment
+	a.eventually("the deployment in us-west-2", func() bool {
+		d = a.ready(name)
+		return strings.HasSuffix(d.Status.VM.Scope, "us-west-2")
+	})
+	for _, in := range a.instances() {
+		if sdkaws.ToString(in.InstanceId) == first.ID && in.State.Name != types.InstanceStateNameTerminated {
+			t.Errorf("the old VM %s is %s in us-east-1", first.ID, in.State.Name)
+		}
+	}
+	var west int
+	for _, in := range a.instancesIn(a.west) {
+		if awsTag(in, awsprovider.TagDeployment) == name && in.State.Name == types.InstanceStateNameRunning {
+			west++
+		}
+	}
+	if west != 1 {
+		t.Errorf("%d running instances in us-west-2, want 1", west)
+	}
+	if d.Status.Recoveries != 0 {
+		t.Errorf("a move counted as %d recoveries", d.Status.Recoveries)
+	}
+	if ev := a.must("describe", "deploy", name).stdout; !strings.Contains(ev, "Moved") || strings.Contains(ev, "Preempted") {
+		t.Errorf("events:\n%s", ev)
 	}
 }

@@ -37,11 +37,12 @@ func NewCmdDelete(f *Factory, runF func(*DeleteOptions) error) *cobra.Command {
 		Long: `Delete the objects in manifests, or one object by kind and name.
 
 Deployments are deleted first; a deployment stays Terminating until its VM is
-gone. A SecretBundle or Credentials object that deployments still use stays
-Terminating until the last of them is gone, then disappears: so deleting a
-deployment and its bundle together just works. --force deletes a bundle or
-credentials at once, even while in use (running VMs keep their values; their
-next VM creation fails).`,
+gone. With -f, a SecretBundle or Credentials object that deployments still
+use stays Terminating until the last of them is gone, then disappears: so
+deleting a deployment and its bundle together just works. By name, deleting
+one in use is refused (exit status 3) listing its users. --force deletes a
+bundle or credentials at once, even while in use (running VMs keep their
+values; their next VM creation fails).`,
 		Example: `  anycloud delete -f examples/quickstart
   anycloud delete deploy train --wait
   anycloud delete sb hf --force`,
@@ -113,7 +114,10 @@ func (o *DeleteOptions) Run(ctx context.Context) error {
 		pending []manifests.ObjectRef
 	)
 	for _, r := range refs {
-		gone, err := c.Delete(ctx, r.Kind, r.Name, state.DeleteOptions{Declarative: true, Force: o.Force})
+		// Deleting through manifests is declarative (a bundle in use waits,
+		// Terminating, for its users); by name it is not: a bundle or
+		// credentials in use is refused (exit 3) unless --force.
+		gone, err := c.Delete(ctx, r.Kind, r.Name, state.DeleteOptions{Declarative: len(o.Files) > 0, Force: o.Force})
 		switch {
 		case errors.Is(err, state.ErrNotFound) && o.IgnoreNotFound:
 			continue

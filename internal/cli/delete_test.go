@@ -154,3 +154,17 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestDeleteByNameOfABundleInUseIsRefusedButByManifestWaits(t *testing.T) {
+	e := newEnv(t)
+	e.must("secrets", "new", "hf", "HF_TOKEN=x")
+	e.must("submit", "img:1", "--name", "train", "--secret", "hf")
+	r := e.run("delete", "sb", "hf")
+	if r.code != 3 || !strings.Contains(r.stderr, "train (uid ") {
+		t.Fatalf("delete sb by name while in use: exit %d\n%s", r.code, r.stderr)
+	}
+	e.must("get", "sb", "hf")
+	if r := e.must("delete", "sb", "hf", "--force"); !strings.Contains(r.stdout, "secretbundle/hf deleted") {
+		t.Errorf("--force: %s", r)
+	}
+}

@@ -291,6 +291,16 @@ func TestForceDeletedBundleStopsRecoveryUntilItReturns(t *testing.T) {
 	e.ready("train")
 }
 
+func TestFromFileDropsOneTrailingNewline(t *testing.T) {
+	e := newDockerEnv(t)
+	path := writeFile(t, t.TempDir(), "pw.txt", "s3cret-pw\n")
+	e.must("secrets", "new", "db", "--from-file", "PASSWORD="+path)
+	e.must("submit", e.image, "--name", "db-user", "--secret", "db", "--wait", "--timeout", "60s")
+	if got := e.running("db-user").Env["PASSWORD"]; got != "s3cret-pw" {
+		t.Errorf("PASSWORD = %q, want the file's line without its newline", got)
+	}
+}
+
 func TestExplicitEnvWinsOverBundleKeys(t *testing.T) {
 	e := newDockerEnv(t)
 	e.must("secrets", "new", "a", "SHARED=from-a", "ONLY_A=a")

@@ -39,7 +39,8 @@ func TestPruneRemovesADeploymentAndItsBundleInOneCommit(t *testing.T) {
 	// One commit removes dep-b and its bundle, and the kept bundle.
 	os.Remove(filepath.Join(dir, "b.yaml"))
 	os.Remove(filepath.Join(dir, "keep.yaml"))
-	r = e.must("apply", "-f", dir, "--prune")
+	writeFile(t, dir, "a.yaml", bundleYAML("sb-a", "")+"---\n"+deploymentYAML("dep-a", e.image, "sb-a", "changed"))
+	r = e.must("apply", "-f", dir, "--prune", "--wait", "--timeout", "60s") // waits for dep-a only
 	if !strings.Contains(r.stdout, "deployment/dep-b pruned") || !strings.Contains(r.stdout, "secretbundle/sb-b pruned") {
 		t.Fatalf("prune:\n%s", r)
 	}

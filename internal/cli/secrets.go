@@ -44,7 +44,7 @@ type SecretValueOptions struct {
 
 func (o *SecretValueOptions) bind(cmd *cobra.Command) {
 	cmd.Flags().StringArrayVar(&o.FromEnv, "from-env", nil, "KEY: take the value of environment variable KEY (repeatable)")
-	cmd.Flags().StringArrayVar(&o.FromFile, "from-file", nil, "KEY=PATH: take the value from a file (repeatable)")
+	cmd.Flags().StringArrayVar(&o.FromFile, "from-file", nil, "KEY=PATH: take the value from a file, less one trailing newline (repeatable)")
 }
 
 // Validate checks the shapes of the arguments; it reads nothing.
@@ -107,7 +107,10 @@ func (o *SecretValueOptions) Values(getenv func(string) string) (map[string]stri
 		if err != nil {
 			return nil, fmt.Errorf("--from-file %s: %w", k, err)
 		}
-		if err := add(k, string(b), "file "+path); err != nil {
+		// One trailing newline is the file's, not the value's (editors and
+		// `echo` add it), as kubectl's --from-env-file reads it.
+		v := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+		if err := add(k, v, "file "+path); err != nil {
 			return nil, err
 		}
 	}

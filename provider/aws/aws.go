@@ -355,6 +355,8 @@ func classify(err error, op, region string) error {
 		case code == "InsufficientInstanceCapacity" || code == "InsufficientCapacity" || code == "InsufficientHostCapacity" ||
 			code == "MaxSpotInstanceCountExceeded" || code == "SpotMaxPriceTooLow" || code == "InsufficientFreeAddressesInSubnet":
 			return fmt.Errorf("%s: %w", msg, provider.ErrCapacity)
+		case code == "IdempotentInstanceTerminated":
+			return fmt.Errorf("%s: %w", msg, provider.ErrAttemptSpent)
 		case strings.HasPrefix(code, "InvalidInstanceID"):
 			return fmt.Errorf("%s: %w", msg, provider.ErrNotFound)
 		case code == "Unavailable" || code == "ServiceUnavailable" || code == "InternalError" || code == "InternalFailure" || code == "RequestTimeout":

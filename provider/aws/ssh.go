@@ -2,6 +2,7 @@ package aws
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -92,9 +93,13 @@ func (p *Provider) Bootstrap(ctx context.Context, vm provider.VM, req provider.L
 		return err
 	}
 	defer c.Close()
-	return bootstrap.Run(ctx, c, bootstrap.Workload{
+	err = bootstrap.Run(ctx, c, bootstrap.Workload{
 		Name: workloadName(req.Deployment), Image: req.Image, Command: req.Command, Env: req.Env, EnvFile: p.ssh.EnvFile,
 	})
+	if errors.Is(err, bootstrap.ErrInvalidEnv) {
+		return fmt.Errorf("%w: %v", provider.ErrInvalid, err)
+	}
+	return err
 }
 
 // Logs implements provider.Logger: docker logs of the workload, over SSH.
