@@ -756,7 +756,7 @@ func (c *Controller) Resync(ctx context.Context) []provider.Provider {
 		p, err := c.providerFor(ctx, d)
 		if err != nil {
 			owner[d.Metadata.UID] = "" // unknown: sweep no VM of it
-			continue // the deployment's reconcile reports it
+			continue                   // the deployment's reconcile reports it
 		}
 		owner[d.Metadata.UID] = p.Key()
 		scopes[p.Key()] = p
