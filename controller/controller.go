@@ -308,6 +308,7 @@ func (c *Controller) leaveOldScope(ctx context.Context, d *manifests.Deployment,
 	st.AttemptGeneration = d.Metadata.Generation
 	st.AttemptRestartedAt = reconcile.RestartMarker(d)
 	st.Phase = manifests.PhaseLaunching
+	reconcile.SetReady(&st, manifests.ConditionFalse, reconcile.ReasonLaunching, fmt.Sprintf("moving to %s", prov.Key()), d.Metadata.Generation, c.clock.Now())
 	return c.writeStatus(ctx, d, st)
 }
 

@@ -426,7 +426,7 @@ func TestAWSDeploymentMovesWithItsCredentialsRegion(t *testing.T) {
 	var d *manifests.Deployment
 	a.eventually("the deployment in us-west-2", func() bool {
 		d = a.ready(name)
-		return strings.HasSuffix(d.Status.VM.Scope, "us-west-2")
+		return d.Status.VM != nil && strings.HasSuffix(d.Status.VM.Scope, "us-west-2")
 	})
 	for _, in := range a.instances() {
 		if sdkaws.ToString(in.InstanceId) == first.ID && in.State.Name != types.InstanceStateNameTerminated {
