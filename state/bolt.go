@@ -246,7 +246,9 @@ func (t *txn) put(o manifests.Object, evType string) error {
 	if err := t.tx.Bucket(kindBucket(o.GetKind())).Put([]byte(m.Name), data); err != nil {
 		return err
 	}
-	t.events = append(t.events, WatchEvent{Type: evType, Object: manifests.DeepCopy(o)})
+	// No copy: the object is the transaction's own and is not changed
+	// after put; publish copies it for each watcher.
+	t.events = append(t.events, WatchEvent{Type: evType, Object: o})
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -67,6 +68,9 @@ func (o *ControllerOptions) Run(ctx context.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(controlplane.MemoryLimit)
+	}
 	return controlplane.Run(ctx, controlplane.Config{
 		Home:        home,
 		Log:         controlplane.NewLogger(o.f.IO.ErrOut, o.Verbosity),
