@@ -134,19 +134,12 @@ func (c *Client) Logs(ctx context.Context, name string, follow bool, w io.Writer
 	if follow {
 		path += "?follow=true"
 	}
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://anycloud"+path, nil)
+	body, err := c.stream(ctx, path)
 	if err != nil {
 		return err
 	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return c.transportError(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return readError(resp)
-	}
-	_, err = io.Copy(w, resp.Body)
+	defer body.Close()
+	_, err = io.Copy(w, body)
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -178,19 +171,12 @@ func (c *Client) SealingKey(ctx context.Context) (string, error) {
 // then changes. fn is called for each until it returns an error or ctx
 // ends; Watch returns nil when ctx ends.
 func (c *Client) Watch(ctx context.Context, k manifests.Kind, fn func(state.WatchEvent) error) error {
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://anycloud/v1/"+plural(k)+"?watch=true", nil)
+	body, err := c.stream(ctx, "/v1/"+plural(k)+"?watch=true")
 	if err != nil {
 		return err
 	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return c.transportError(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return readError(resp)
-	}
-	sc := bufio.NewScanner(resp.Body)
+	defer body.Close()
+	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	for sc.Scan() {
 		var raw struct {
@@ -215,6 +201,24 @@ func (c *Client) Watch(ctx context.Context, k manifests.Kind, fn func(state.Watc
 		return fmt.Errorf("watch: %w", err)
 	}
 	return fmt.Errorf("watch: the control plane closed the stream")
+}
+
+// stream opens a GET whose answer is read as it comes (logs, watches);
+// the caller closes the body.
+func (c *Client) stream(ctx context.Context, path string) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://anycloud"+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, c.transportError(err)
+	}
+	if resp.StatusCode != 200 {
+		defer resp.Body.Close()
+		return nil, readError(resp)
+	}
+	return resp.Body, nil
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -554,7 +555,7 @@ func (s *Server) resolveSecrets(o manifests.Object, given map[string]string) (ma
 		for k, v := range o.Spec.StringData {
 			values[k] = v
 		}
-		for _, k := range sortedKeys(o.Spec.Sealed) {
+		for _, k := range slices.Sorted(maps.Keys(o.Spec.Sealed)) {
 			if s.Sealing == nil {
 				fail("spec.sealed."+k, "this control plane has no sealing key")
 				continue
@@ -582,15 +583,6 @@ func (s *Server) resolveSecrets(o manifests.Object, given map[string]string) (ma
 		return values, errs
 	}
 	return nil, errs
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // missingBundleWarnings tells the user about bundles that do not exist:

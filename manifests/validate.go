@@ -2,6 +2,7 @@ package manifests
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -78,7 +79,7 @@ func Validate(o Object) ErrorList {
 			}
 			seen[b] = true
 		}
-		for _, k := range sortedKeys(s.Env) {
+		for _, k := range slices.Sorted(maps.Keys(s.Env)) {
 			if !ValidEnvKey(k) {
 				add("spec.env."+k, "%q is not a valid environment variable name", k)
 			}
@@ -102,10 +103,10 @@ func Validate(o Object) ErrorList {
 		for _, k := range s.FromEnv {
 			note("spec.fromEnv", k)
 		}
-		for _, k := range sortedKeys(s.Sealed) {
+		for _, k := range slices.Sorted(maps.Keys(s.Sealed)) {
 			note("spec.sealed", k)
 		}
-		for _, k := range sortedKeys(s.StringData) {
+		for _, k := range slices.Sorted(maps.Keys(s.StringData)) {
 			note("spec.stringData", k)
 		}
 	case *Credentials:
@@ -139,15 +140,6 @@ func Validate(o Object) ErrorList {
 	return errs
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
-
 // sensitiveWords mark an env key that probably holds a secret.
 var sensitiveWords = []string{"TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL", "PRIVATE", "AUTH", "PWD", "CERT"}
 
@@ -155,7 +147,7 @@ var sensitiveWords = []string{"TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "C
 // secret, sorted. It is advice: such a key belongs in a SecretBundle.
 func SensitiveEnvKeys(env map[string]string) []string {
 	var out []string
-	for _, k := range sortedKeys(env) {
+	for _, k := range slices.Sorted(maps.Keys(env)) {
 		u := strings.ToUpper(k)
 		for _, w := range sensitiveWords {
 			if strings.Contains(u, w) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -96,7 +98,7 @@ func describe(w io.Writer, now time.Time, obj manifests.Object, events []state.E
 		field(1, "Secrets", orNone(strings.Join(s.Secrets, ", ")))
 		if len(s.Env) > 0 {
 			fmt.Fprintln(w, "  Env:")
-			for _, k := range sortedKeys(s.Env) {
+			for _, k := range slices.Sorted(maps.Keys(s.Env)) {
 				fmt.Fprintf(w, "    %s=%s\n", k, s.Env[k])
 			}
 		}
@@ -118,7 +120,7 @@ func describe(w io.Writer, now time.Time, obj manifests.Object, events []state.E
 			field(2, "Launched", fmt.Sprintf("%s (%s ago)", vm.LaunchedAt.Format(time.RFC3339), age(now, vm.LaunchedAt)))
 			field(2, "Attempt", fmt.Sprint(vm.Attempt))
 			var bv []string
-			for _, k := range sortedKeys(vm.BundleVersions) {
+			for _, k := range slices.Sorted(maps.Keys(vm.BundleVersions)) {
 				bv = append(bv, fmt.Sprintf("%s@%d", k, vm.BundleVersions[k]))
 			}
 			field(2, "Bundle versions", orNone(strings.Join(bv, ", ")))
@@ -194,7 +196,7 @@ func kv(m map[string]string) string {
 		return "<none>"
 	}
 	var parts []string
-	for _, k := range sortedKeys(m) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		parts = append(parts, k+"="+m[k])
 	}
 	return strings.Join(parts, ", ")

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -180,7 +182,7 @@ func (o *SecretsNewOptions) Run(ctx context.Context) error {
 		return err
 	}
 	r := resp.Results[0]
-	fmt.Fprintf(o.f.IO.Out, "secretbundle/%s %s (keys: %s)\n", o.Name, r.Action, strings.Join(sortedKeys(values), ", "))
+	fmt.Fprintf(o.f.IO.Out, "secretbundle/%s %s (keys: %s)\n", o.Name, r.Action, strings.Join(slices.Sorted(maps.Keys(values)), ", "))
 	if r.Action == state.ActionConfigured {
 		fmt.Fprintln(o.f.IO.ErrOut, "Running VMs keep their values; `anycloud resubmit NAME` replaces a deployment's VM with the new ones.")
 	}

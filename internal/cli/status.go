@@ -3,6 +3,8 @@ package cli
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -78,7 +80,7 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 			market, addr = orNone(vm.Market), orNone(vm.Address)
 		}
 		var env []string
-		for _, k := range sortedKeys(d.Spec.Env) {
+		for _, k := range slices.Sorted(maps.Keys(d.Spec.Env)) {
 			env = append(env, k+"="+d.Spec.Env[k])
 		}
 		t.row(d.Metadata.Name, phaseOf(d), readiness(d), vmID(d), market, addr, fmt.Sprint(d.Status.Recoveries),

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -98,7 +99,7 @@ func (p *Provider) Launch(ctx context.Context, req provider.LaunchRequest) (prov
 	}
 
 	env := make([]string, 0, len(req.Env))
-	for _, k := range sortedKeys(req.Env) {
+	for _, k := range slices.Sorted(maps.Keys(req.Env)) {
 		env = append(env, k+"="+req.Env[k])
 	}
 	img, err := p.docker.ImageInspect(ctx, req.Image)
@@ -343,15 +344,6 @@ func classify(err error, what string) error {
 func firstLine(err error) string {
 	s, _, _ := strings.Cut(err.Error(), "\n")
 	return s
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 var _ provider.Provider = (*Provider)(nil)
