@@ -12,20 +12,21 @@ import (
 )
 
 // ErrHostKeyMismatch is the error Dial wraps when the server presents a host
-// key other than the one anycloud generated for the VM: the address may
-// belong to another machine now, or someone is in the middle.
-var ErrHostKeyMismatch = errors.New("host key did not match the one anycloud generated for this VM")
+// key other than the one pinned for the VM: the address may belong to
+// another machine now, or someone is in the middle.
+var ErrHostKeyMismatch = errors.New("host key did not match the one pinned for this VM")
 
 // DefaultDialTimeout bounds Dial (connection and handshake) when ctx has no
-// earlier deadline.
-const DefaultDialTimeout = 30 * time.Second
+// earlier deadline: a VM that cannot be reached is reported as such
+// within it.
+const DefaultDialTimeout = 15 * time.Second
 
 // Target is a VM to reach over SSH.
 type Target struct {
 	Addr    string        // host:port
 	User    string        // login user
 	Signer  ssh.Signer    // client key (Keys.Signer)
-	HostKey ssh.PublicKey // the pinned host key (Keys.HostKey)
+	HostKey ssh.PublicKey // the pinned host key (Keys.PinnedHostKey)
 }
 
 // Dial connects and authenticates to t, accepting only t.HostKey as the

@@ -44,8 +44,8 @@ func TestDialRefusesAnotherHostKey(t *testing.T) {
 	if !errors.Is(err, ErrHostKeyMismatch) {
 		t.Errorf("error does not wrap ErrHostKeyMismatch: %v", err)
 	}
-	for _, want := range []string{s.Addr, "host key did not match the one anycloud generated",
-		ssh.FingerprintSHA256(k.HostKey), ssh.FingerprintSHA256(other)} {
+	for _, want := range []string{s.Addr, "host key did not match the one pinned for this VM",
+		ssh.FingerprintSHA256(s.HostKey), ssh.FingerprintSHA256(other)} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
@@ -78,7 +78,7 @@ func TestDialGivesUpWhenTheContextEnds(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err = Dial(ctx, Target{Addr: l.Addr().String(), User: "root", Signer: k.Signer, HostKey: k.HostKey})
+	_, err = Dial(ctx, Target{Addr: l.Addr().String(), User: "root", Signer: k.Signer, HostKey: freshHostKey(t)})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("err = %v, want one wrapping context.DeadlineExceeded", err)
 	}

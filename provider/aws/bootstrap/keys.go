@@ -15,80 +15,76 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// Keys is one deployment's SSH key material, as kept on the user's machine.
+// Keys is one deployment's client key material, as kept on the user's
+// machine. The VM's host key is not here: each VM makes its own, and
+// anycloud pins it from the VM's console (see HostKeysFromConsole and
+// PinHostKey).
 type Keys struct {
 	// Signer authenticates anycloud to the VM (the client private key).
 	Signer ssh.Signer
 	// AuthorizedKey is the client public key as one authorized_keys line,
 	// without a trailing newline: "ssh-ed25519 AAAA… anycloud-<uid>".
 	AuthorizedKey string
-	// HostKeyPEM is the VM's host private key in OpenSSH PEM format, for
-	// user-data.
-	HostKeyPEM []byte
-	// HostKey is the VM's host public key, to pin when dialling.
-	HostKey ssh.PublicKey
-	// HostKeyLine is HostKey as one line, as in the .host.pub file and in
-	// user-data, without a trailing newline.
-	HostKeyLine string
 
 	// Path is the client private key ($home/.ssh/<uid>), usable with ssh -i.
 	Path string
 	// PublicPath is Path + ".pub".
 	PublicPath string
-	// HostKeyPath is the host private key ($home/.ssh/<uid>.host).
-	HostKeyPath string
-	// HostPublicPath is HostKeyPath + ".pub".
-	HostPublicPath string
+	// KnownHostsPath ($home/.ssh/<uid>.known_hosts) holds the pinned host
+	// key of each of the deployment's VMs, one line per instance id.
+	KnownHostsPath string
 }
 
 // EnsureKeys returns the key material of the deployment uid under
-// $home/.ssh, making it on first use: an ED25519 client key pair at
-// <uid> and <uid>.pub, and an ED25519 host key pair at <uid>.host and
-// <uid>.host.pub. Private keys are mode 0600 in a 0700 directory. Existing
-// keys are reused, never replaced; an unreadable one is an error. Concurrent
-// callers for the same uid end up with the same keys.
+// $home/.ssh, making it on first use: an ED25519 client key pair at <uid>
+// and <uid>.pub. The private key is mode 0600 in a 0700 directory. An
+// existing key is reused, never replaced; an unreadable one is an error.
+// Concurrent callers for the same uid end up with the same key.
 func EnsureKeys(home, uid string) (*Keys, error) {
 	if err := checkUID(uid); err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(home, ".ssh")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("make ssh key directory: %w", err)
-	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("make ssh key directory: %w", err)
+	dir, err := keyDir(home)
+	if err != nil {
+		return nil, err
 	}
 	k := &Keys{
 		Path:           filepath.Join(dir, uid),
 		PublicPath:     filepath.Join(dir, uid+".pub"),
-		HostKeyPath:    filepath.Join(dir, uid+".host"),
-		HostPublicPath: filepath.Join(dir, uid+".host.pub"),
+		KnownHostsPath: filepath.Join(dir, uid+".known_hosts"),
 	}
-	client, _, err := ensureKey(k.Path, k.PublicPath, "anycloud-"+uid)
-	if err != nil {
-		return nil, err
-	}
-	host, hostPEM, err := ensureKey(k.HostKeyPath, k.HostPublicPath, "anycloud-"+uid+".host")
+	client, err := ensureKey(k.Path, k.PublicPath, "anycloud-"+uid)
 	if err != nil {
 		return nil, err
 	}
 	k.Signer = client
 	k.AuthorizedKey = authorizedLine(client.PublicKey(), "anycloud-"+uid)
-	k.HostKey = host.PublicKey()
-	k.HostKeyLine = authorizedLine(k.HostKey, "anycloud-"+uid+".host")
-	k.HostKeyPEM = hostPEM
 	return k, nil
 }
 
-// RemoveKeys deletes the key material of the deployment uid. Keys that are
-// already gone are not an error.
+// keyDir makes $home/.ssh, mode 0700, and returns its path.
+func keyDir(home string) (string, error) {
+	dir := filepath.Join(home, ".ssh")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("make ssh key directory: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return "", fmt.Errorf("make ssh key directory: %w", err)
+	}
+	return dir, nil
+}
+
+// RemoveKeys deletes the key material of the deployment uid: its client
+// keys and its pinned host keys (and the host key pair that anycloud
+// made for VMs before they made their own). Files that are already gone
+// are not an error.
 func RemoveKeys(home, uid string) error {
 	if err := checkUID(uid); err != nil {
 		return err
 	}
 	dir := filepath.Join(home, ".ssh")
 	var errs []error
-	for _, name := range []string{uid, uid + ".pub", uid + ".host", uid + ".host.pub"} {
+	for _, name := range []string{uid, uid + ".pub", uid + ".known_hosts", uid + ".host", uid + ".host.pub"} {
 		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("remove ssh key: %w", err))
 		}
@@ -106,29 +102,28 @@ func checkUID(uid string) error {
 
 // ensureKey loads the private key at path, or makes one there if there is
 // none, and (re)writes its public half at pubPath when missing or stale.
-// It returns the signer and the private key's PEM.
-func ensureKey(path, pubPath, comment string) (ssh.Signer, []byte, error) {
+func ensureKey(path, pubPath, comment string) (ssh.Signer, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		data, err = createKey(path, comment)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("ssh key %s: %w", path, err)
+		return nil, fmt.Errorf("ssh key %s: %w", path, err)
 	}
 	signer, err := ssh.ParsePrivateKey(data)
 	if err != nil {
-		return nil, nil, fmt.Errorf("ssh key %s: %w", path, err)
+		return nil, fmt.Errorf("ssh key %s: %w", path, err)
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
-		return nil, nil, fmt.Errorf("ssh key %s: %w", path, err)
+		return nil, fmt.Errorf("ssh key %s: %w", path, err)
 	}
 	pub := []byte(authorizedLine(signer.PublicKey(), comment) + "\n")
 	if old, err := os.ReadFile(pubPath); err != nil || !bytes.Equal(old, pub) {
 		if err := writeAtomic(pubPath, pub, 0o644); err != nil {
-			return nil, nil, fmt.Errorf("ssh key %s: %w", pubPath, err)
+			return nil, fmt.Errorf("ssh key %s: %w", pubPath, err)
 		}
 	}
-	return signer, data, nil
+	return signer, nil
 }
 
 // createKey makes an ED25519 key and puts it at path unless another caller

@@ -21,9 +21,8 @@ func TestEnsureKeysMakesPrivateFilesOnceAndReusesThem(t *testing.T) {
 	}
 	dir := filepath.Join(home, ".ssh")
 	for path, want := range map[string]os.FileMode{
-		dir:                              0o700 | os.ModeDir,
-		filepath.Join(dir, "uid-1"):      0o600,
-		filepath.Join(dir, "uid-1.host"): 0o600,
+		dir:                         0o700 | os.ModeDir,
+		filepath.Join(dir, "uid-1"): 0o600,
 	} {
 		fi, err := os.Stat(path)
 		if err != nil {
@@ -33,9 +32,14 @@ func TestEnsureKeysMakesPrivateFilesOnceAndReusesThem(t *testing.T) {
 			t.Errorf("%s: mode %v, want %v", path, fi.Mode(), want)
 		}
 	}
-	if k.Path != filepath.Join(dir, "uid-1") || k.PublicPath != k.Path+".pub" ||
-		k.HostKeyPath != filepath.Join(dir, "uid-1.host") || k.HostPublicPath != k.HostKeyPath+".pub" {
+	if k.Path != filepath.Join(dir, "uid-1") || k.PublicPath != k.Path+".pub" || k.KnownHostsPath != k.Path+".known_hosts" {
 		t.Errorf("paths: %+v", k)
+	}
+	// No host key is made here any more: each VM makes its own.
+	for _, name := range []string{"uid-1.host", "uid-1.host.pub", "uid-1.known_hosts"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); !os.IsNotExist(err) {
+			t.Errorf("%s exists after EnsureKeys (%v)", name, err)
+		}
 	}
 
 	// The private key is OpenSSH PEM, as ssh -i reads it.
@@ -53,45 +57,26 @@ func TestEnsureKeysMakesPrivateFilesOnceAndReusesThem(t *testing.T) {
 	if signer.PublicKey().Type() != ssh.KeyAlgoED25519 || !sameKey(signer.PublicKey(), k.Signer.PublicKey()) {
 		t.Errorf("private key file is not Keys.Signer's ED25519 key")
 	}
-	host, err := ssh.ParsePrivateKey(k.HostKeyPEM)
-	if err != nil {
-		t.Fatalf("parse host key: %v", err)
+	// The .pub file is the authorized_keys line of the same key.
+	line := readFile(t, k.PublicPath)
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
+	if err != nil || !sameKey(pub, k.Signer.PublicKey()) {
+		t.Errorf("%s: %q does not hold the key (%v)", k.PublicPath, line, err)
 	}
-	if !sameKey(host.PublicKey(), k.HostKey) || k.HostKey.Type() != ssh.KeyAlgoED25519 {
-		t.Errorf("HostKeyPEM is not HostKey's ED25519 private key")
-	}
-	if sameKey(k.HostKey, k.Signer.PublicKey()) {
-		t.Errorf("host key and client key are the same key")
-	}
-	// The .pub files are authorized_keys lines of the same keys.
-	for path, want := range map[string]ssh.PublicKey{k.PublicPath: k.Signer.PublicKey(), k.HostPublicPath: k.HostKey} {
-		line, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pub, _, _, _, err := ssh.ParseAuthorizedKey(line)
-		if err != nil || !sameKey(pub, want) {
-			t.Errorf("%s: %q does not hold the key (%v)", path, line, err)
-		}
-	}
-	if got := strings.TrimSpace(readFile(t, k.PublicPath)); got != k.AuthorizedKey {
+	if got := strings.TrimSpace(line); got != k.AuthorizedKey {
 		t.Errorf("AuthorizedKey %q, .pub file %q", k.AuthorizedKey, got)
-	}
-	if got := strings.TrimSpace(readFile(t, k.HostPublicPath)); got != k.HostKeyLine {
-		t.Errorf("HostKeyLine %q, .host.pub file %q", k.HostKeyLine, got)
 	}
 
 	// A second call, even with a lost .pub and a loosened mode, gives the
-	// same keys and restores both.
+	// same key and restores both.
 	os.Remove(k.PublicPath)
 	os.Chmod(k.Path, 0o644)
 	again, err := EnsureKeys(home, "uid-1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !sameKey(again.Signer.PublicKey(), k.Signer.PublicKey()) || !sameKey(again.HostKey, k.HostKey) ||
-		!bytes.Equal(again.HostKeyPEM, k.HostKeyPEM) || again.AuthorizedKey != k.AuthorizedKey {
-		t.Errorf("second EnsureKeys made new keys")
+	if !sameKey(again.Signer.PublicKey(), k.Signer.PublicKey()) || again.AuthorizedKey != k.AuthorizedKey {
+		t.Errorf("second EnsureKeys made a new key")
 	}
 	if fi, err := os.Stat(k.Path); err != nil || fi.Mode() != 0o600 {
 		t.Errorf("private key mode after reuse: %v %v", fi.Mode(), err)
@@ -100,12 +85,12 @@ func TestEnsureKeysMakesPrivateFilesOnceAndReusesThem(t *testing.T) {
 		t.Errorf(".pub file not restored: %q", got)
 	}
 
-	// Another deployment gets other keys.
+	// Another deployment gets another key.
 	other, err := EnsureKeys(home, "uid-2")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sameKey(other.Signer.PublicKey(), k.Signer.PublicKey()) || sameKey(other.HostKey, k.HostKey) {
+	if sameKey(other.Signer.PublicKey(), k.Signer.PublicKey()) {
 		t.Errorf("two deployments share a key")
 	}
 }
@@ -124,17 +109,17 @@ func TestEnsureKeysConcurrentCallersGetTheSameKeys(t *testing.T) {
 		if errs[i] != nil {
 			t.Fatal(errs[i])
 		}
-		if !sameKey(keys[i].Signer.PublicKey(), keys[0].Signer.PublicKey()) || !sameKey(keys[i].HostKey, keys[0].HostKey) {
-			t.Fatalf("caller %d got different keys", i)
+		if !sameKey(keys[i].Signer.PublicKey(), keys[0].Signer.PublicKey()) {
+			t.Fatalf("caller %d got a different key", i)
 		}
 	}
 	entries, _ := os.ReadDir(filepath.Join(home, ".ssh"))
-	if len(entries) != 4 {
+	if len(entries) != 2 {
 		var names []string
 		for _, e := range entries {
 			names = append(names, e.Name())
 		}
-		t.Errorf("want 4 files, got %v", names)
+		t.Errorf("want 2 files, got %v", names)
 	}
 }
 
@@ -157,11 +142,21 @@ func TestEnsureKeysRefusesACorruptKeyAndABadUID(t *testing.T) {
 	}
 }
 
-func TestRemoveKeysDeletesAllFourAndToleratesAbsence(t *testing.T) {
+func TestRemoveKeysDeletesKeysAndPinsAndToleratesAbsence(t *testing.T) {
 	home := t.TempDir()
 	k, err := EnsureKeys(home, "uid")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := k.PinHostKey("i-0abc", freshHostKey(t)); err != nil {
+		t.Fatal(err)
+	}
+	// What anycloud made before VMs made their own host keys goes too.
+	legacy := []string{filepath.Join(home, ".ssh", "uid.host"), filepath.Join(home, ".ssh", "uid.host.pub")}
+	for _, p := range legacy {
+		if err := os.WriteFile(p, []byte("old"), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	keep, err := EnsureKeys(home, "other")
 	if err != nil {
@@ -170,7 +165,7 @@ func TestRemoveKeysDeletesAllFourAndToleratesAbsence(t *testing.T) {
 	if err := RemoveKeys(home, "uid"); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{k.Path, k.PublicPath, k.HostKeyPath, k.HostPublicPath} {
+	for _, p := range append([]string{k.Path, k.PublicPath, k.KnownHostsPath}, legacy...) {
 		if _, err := os.Stat(p); !os.IsNotExist(err) {
 			t.Errorf("%s still there", p)
 		}
@@ -197,7 +192,7 @@ func readFile(t *testing.T, path string) string {
 	return string(b)
 }
 
-// freshHostKey is a host key anycloud did not make for the VM.
+// freshHostKey is a host key that no server of the test serves.
 func freshHostKey(t *testing.T) ssh.PublicKey {
 	pub, _, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {

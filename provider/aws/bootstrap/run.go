@@ -26,6 +26,9 @@ type Workload struct {
 	Command []string          // arguments after the image; may be empty
 	Env     map[string]string // resolved environment, secrets included
 	EnvFile string            // path on the VM; DefaultEnvFile if empty
+	// GPUs gives the container every GPU of the VM (docker run --gpus
+	// all); the VM's image must have the NVIDIA container toolkit.
+	GPUs bool
 }
 
 // ErrInvalidEnv is wrapped by Run's error for an environment that cannot be
@@ -102,11 +105,20 @@ func Run(ctx context.Context, client *ssh.Client, w Workload) error {
 		!strings.Contains(err.Error(), "No such container") {
 		return fmt.Errorf("run workload %s: remove old container: %w", w.Name, err)
 	}
-	args := []string{"docker", "run", "-d", "--name", w.Name, "--restart", "unless-stopped", "--env-file", file, w.Image}
-	if _, err := command(ctx, client, root, nil, append(args, w.Command...)...); err != nil {
+	if _, err := command(ctx, client, root, nil, runArgs(w, file)...); err != nil {
 		return fmt.Errorf("run workload %s: docker run: %w", w.Name, err)
 	}
 	return nil
+}
+
+// runArgs is the docker run command line of w, with its env file at file.
+func runArgs(w Workload, file string) []string {
+	args := []string{"docker", "run", "-d", "--name", w.Name, "--restart", "unless-stopped", "--env-file", file}
+	if w.GPUs {
+		args = append(args, "--gpus", "all")
+	}
+	args = append(args, w.Image)
+	return append(args, w.Command...)
 }
 
 // Logs writes the output (stdout and stderr) of the container name to w:

@@ -267,3 +267,16 @@ func fileOwner(fi os.FileInfo) (uid, gid uint32) {
 	st := fi.Sys().(*syscall.Stat_t)
 	return st.Uid, st.Gid
 }
+
+func TestRunArgsGiveTheContainerGPUsOnlyWhenAsked(t *testing.T) {
+	w := Workload{Name: "anycloud-train", Image: "ghcr.io/me/train:1", Command: []string{"python", "train.py"}}
+	want := []string{"docker", "run", "-d", "--name", "anycloud-train", "--restart", "unless-stopped", "--env-file", "/run/x.env", "ghcr.io/me/train:1", "python", "train.py"}
+	if diff := cmp.Diff(want, runArgs(w, "/run/x.env")); diff != "" {
+		t.Errorf("without GPUs (-want +got):\n%s", diff)
+	}
+	w.GPUs = true
+	want = []string{"docker", "run", "-d", "--name", "anycloud-train", "--restart", "unless-stopped", "--env-file", "/run/x.env", "--gpus", "all", "ghcr.io/me/train:1", "python", "train.py"}
+	if diff := cmp.Diff(want, runArgs(w, "/run/x.env")); diff != "" {
+		t.Errorf("with GPUs (-want +got):\n%s", diff)
+	}
+}

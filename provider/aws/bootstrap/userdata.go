@@ -19,7 +19,7 @@ const installDocker = `if ! command -v docker >/dev/null 2>&1; then
     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io
   fi
 fi
-systemctl enable --now docker
+docker info >/dev/null 2>&1 || systemctl enable --now docker
 `
 
 // userRE is what useradd accepts on the distributions anycloud targets.
@@ -27,17 +27,21 @@ var userRE = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
 
 // cloudConfig is the part of cloud-init's schema that anycloud writes.
 type cloudConfig struct {
-	SSHDeleteKeys     bool     `yaml:"ssh_deletekeys"`
-	SSHKeys           sshKeys  `yaml:"ssh_keys"`
-	DisableRoot       *bool    `yaml:"disable_root,omitempty"`
-	SSHAuthorizedKeys []string `yaml:"ssh_authorized_keys"`
-	Users             []any    `yaml:"users,omitempty"`
-	RunCmd            []any    `yaml:"runcmd"`
+	// SSHDeleteKeys and SSHGenKeyTypes make the VM drop any host key its
+	// image carries and make a fresh ED25519 one of its own.
+	SSHDeleteKeys  bool     `yaml:"ssh_deletekeys"`
+	SSHGenKeyTypes []string `yaml:"ssh_genkeytypes"`
+	// SSH.EmitKeysToConsole prints the host public keys to the console,
+	// where anycloud reads them (GetConsoleOutput) to pin them.
+	SSH               sshModule `yaml:"ssh"`
+	DisableRoot       *bool     `yaml:"disable_root,omitempty"`
+	SSHAuthorizedKeys []string  `yaml:"ssh_authorized_keys"`
+	Users             []any     `yaml:"users,omitempty"`
+	RunCmd            []any     `yaml:"runcmd"`
 }
 
-type sshKeys struct {
-	ED25519Private string `yaml:"ed25519_private"`
-	ED25519Public  string `yaml:"ed25519_public"`
+type sshModule struct {
+	EmitKeysToConsole bool `yaml:"emit_keys_to_console"`
 }
 
 type cloudUser struct {
@@ -48,24 +52,25 @@ type cloudUser struct {
 }
 
 // UserData is the cloud-init document (starting "#cloud-config", not
-// base64-encoded) to launch a VM with: it replaces the image's host keys by
-// k's host key, authorizes k's client key for user (made a password-less
-// sudoer if it is not the image's default user; root is allowed to log in
-// when user is "root"), and installs and starts Docker. It holds public
-// keys and the VM's own host key only: never a secret value of a workload.
+// base64-encoded) to launch a VM with: the VM replaces its image's host
+// keys by a fresh ED25519 key and prints it to the console (to be pinned
+// from GetConsoleOutput), k's client key is authorized for user (made a
+// password-less sudoer if it is not the image's default user; root is
+// allowed to log in when user is "root"), and Docker is installed and
+// started. It holds a public key only: never a private key, never a
+// secret value of a workload. Anyone allowed ec2:DescribeInstanceAttribute
+// can read user-data.
 func UserData(k *Keys, user string) ([]byte, error) {
-	if k == nil || k.AuthorizedKey == "" || len(k.HostKeyPEM) == 0 || k.HostKeyLine == "" {
+	if k == nil || k.AuthorizedKey == "" {
 		return nil, errors.New("user-data: incomplete keys")
 	}
 	if !userRE.MatchString(user) {
 		return nil, fmt.Errorf("user-data: invalid login user %q", user)
 	}
 	cfg := cloudConfig{
-		SSHDeleteKeys: true,
-		SSHKeys: sshKeys{
-			ED25519Private: string(k.HostKeyPEM),
-			ED25519Public:  k.HostKeyLine,
-		},
+		SSHDeleteKeys:  true,
+		SSHGenKeyTypes: []string{"ed25519"},
+		SSH:            sshModule{EmitKeysToConsole: true},
 		SSHAuthorizedKeys: []string{k.AuthorizedKey},
 		RunCmd:            []any{[]string{"sh", "-c", installDocker}},
 	}

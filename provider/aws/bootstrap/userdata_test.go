@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"golang.org/x/crypto/ssh"
 	"sigs.k8s.io/yaml"
 )
 
@@ -25,12 +24,13 @@ func TestUserDataIsCloudConfigWithThisDeploymentsKeys(t *testing.T) {
 				t.Fatalf("no #cloud-config header:\n%s", out)
 			}
 			var doc struct {
-				SSHDeleteKeys     bool              `json:"ssh_deletekeys"`
-				SSHKeys           map[string]string `json:"ssh_keys"`
-				SSHAuthorizedKeys []string          `json:"ssh_authorized_keys"`
-				DisableRoot       *bool             `json:"disable_root"`
-				Users             []any             `json:"users"`
-				RunCmd            []any             `json:"runcmd"`
+				SSHDeleteKeys     bool            `json:"ssh_deletekeys"`
+				SSHGenKeyTypes    []string        `json:"ssh_genkeytypes"`
+				SSH               map[string]bool `json:"ssh"`
+				SSHAuthorizedKeys []string        `json:"ssh_authorized_keys"`
+				DisableRoot       *bool           `json:"disable_root"`
+				Users             []any           `json:"users"`
+				RunCmd            []any           `json:"runcmd"`
 			}
 			if err := yaml.UnmarshalStrict(out, &doc); err != nil {
 				t.Fatalf("not valid YAML (or unexpected keys): %v\n%s", err, out)
@@ -41,11 +41,16 @@ func TestUserDataIsCloudConfigWithThisDeploymentsKeys(t *testing.T) {
 			if diff := cmp.Diff([]string{k.AuthorizedKey}, doc.SSHAuthorizedKeys); diff != "" {
 				t.Errorf("ssh_authorized_keys (-want +got):\n%s", diff)
 			}
-			if diff := cmp.Diff(map[string]string{"ed25519_private": string(k.HostKeyPEM), "ed25519_public": k.HostKeyLine}, doc.SSHKeys); diff != "" {
-				t.Errorf("ssh_keys (-want +got):\n%s", diff)
+			// The VM makes its own host key and shows it on the console;
+			// no private key travels in user-data.
+			if diff := cmp.Diff([]string{"ed25519"}, doc.SSHGenKeyTypes); diff != "" {
+				t.Errorf("ssh_genkeytypes (-want +got):\n%s", diff)
 			}
-			if pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(doc.SSHKeys["ed25519_public"])); err != nil || !sameKey(pub, k.HostKey) {
-				t.Errorf("ed25519_public is not the pinned host key (%v)", err)
+			if !doc.SSH["emit_keys_to_console"] {
+				t.Error("ssh.emit_keys_to_console is not true")
+			}
+			if bytes.Contains(out, []byte("PRIVATE KEY")) {
+				t.Errorf("user-data holds a private key:\n%s", out)
 			}
 			if user == "root" {
 				if doc.DisableRoot == nil || *doc.DisableRoot {
@@ -60,7 +65,7 @@ func TestUserDataIsCloudConfigWithThisDeploymentsKeys(t *testing.T) {
 					t.Errorf("users (-want +got):\n%s", diff)
 				}
 			}
-			if !strings.Contains(string(out), "systemctl enable --now docker") {
+			if !strings.Contains(string(out), "docker info >/dev/null 2>&1 || systemctl enable --now docker") {
 				t.Errorf("docker is not started:\n%s", out)
 			}
 		})
