@@ -95,11 +95,13 @@ type LaunchRequest struct {
 	Env    map[string]string
 	VMType string
 	Spot   bool
-	// ImageID, Region, SubnetID and SecurityGroupIDs are aws-only.
+	// ImageID, Region, SubnetID, SecurityGroupIDs and MetadataHopLimit
+	// are aws-only.
 	ImageID          string
 	Region           string
 	SubnetID         string
 	SecurityGroupIDs []string
+	MetadataHopLimit int
 }
 
 // Token returns the idempotency token for (uid, attempt).

@@ -52,7 +52,7 @@ func (p *providers) For(ctx context.Context, creds *manifests.Credentials, secre
 		if ap, ok := p.aws[cacheKey]; ok {
 			return ap, nil
 		}
-		client, resolved, err := awsprovider.NewClient(ctx, awsprovider.ClientConfig{
+		clients, err := awsprovider.NewClients(ctx, awsprovider.ClientConfig{
 			Region: region, Profile: a.Profile, AccessKeyID: a.AccessKeyID,
 			SecretAccessKey: secrets["secretAccessKey"], EndpointURL: a.EndpointURL,
 		})
@@ -60,8 +60,8 @@ func (p *providers) For(ctx context.Context, creds *manifests.Credentials, secre
 			return nil, fmt.Errorf("credentials %q: %w", creds.Metadata.Name, err)
 		}
 		opts := awsprovider.Options{
-			Client: client, Key: "aws/" + creds.Metadata.Name + "/" + resolved, Region: resolved, Cluster: p.cluster,
-			SSH: awsprovider.SSH{Home: p.home},
+			Client: clients.EC2, SSM: clients.SSM, Key: "aws/" + creds.Metadata.Name + "/" + clients.Region, Region: clients.Region, Cluster: p.cluster,
+			SSH: awsprovider.SSH{Home: p.home, LoopbackOnly: awsprovider.IsLoopbackEndpoint(a.EndpointURL)},
 		}
 		if p.tuneAWS != nil {
 			p.tuneAWS(&opts)

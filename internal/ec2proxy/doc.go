@@ -36,6 +36,12 @@
 // or vanished with IdempotentInstanceTerminated (it asks the target with
 // a DescribeInstances of its own, which is not counted).
 //
+// EmulateInstances hands the proxy a VM emulator's view of the instances
+// (package cloudemu): the proxy then replaces the addresses moto invents
+// (public addresses that belong to strangers) by the loopback address of
+// each emulated VM, or removes them while there is none, and answers
+// GetConsoleOutput with the VM's real console.
+//
 // Reset clears the counts and bodies; faults, rules and remembered tokens
 // stay. Every method is safe for concurrent use.
 package ec2proxy

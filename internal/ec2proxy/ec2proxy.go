@@ -127,6 +127,9 @@ type Proxy struct {
 	queued     map[string][]Fault
 	rules      []*rule
 
+	// instances, when set, answers for emulated VMs (EmulateInstances).
+	instances Instances
+
 	tokensMu sync.Mutex
 	tokens   map[string]*launch
 }
@@ -405,10 +408,19 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	}
 
 	var a *answer
-	if action == "RunInstances" && form.Get("ClientToken") != "" {
+	in := p.emulated()
+	switch {
+	case action == "GetConsoleOutput" && in != nil:
+		if a = consoleAnswer(in, form.Get("InstanceId")); a == nil {
+			a = p.forward(r, action, body)
+		}
+	case action == "RunInstances" && form.Get("ClientToken") != "":
 		a = p.launch(r, body, form)
-	} else {
+	default:
 		a = p.forward(r, action, body)
+	}
+	if in != nil && (action == "RunInstances" || action == "DescribeInstances") {
+		a = rewriteAddresses(a, in)
 	}
 	if fault == DropResponse {
 		hangUp(w)

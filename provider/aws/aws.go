@@ -27,6 +27,7 @@ import (
 	sdkaws "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/smithy-go"
 	"github.com/cenkalti/backoff/v4"
 
@@ -39,6 +40,14 @@ type EC2API interface {
 	DescribeInstances(ctx context.Context, params *ec2.DescribeInstancesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error)
 	TerminateInstances(ctx context.Context, params *ec2.TerminateInstancesInput, optFns ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error)
 	DescribeImages(ctx context.Context, params *ec2.DescribeImagesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error)
+	DescribeInstanceTypes(ctx context.Context, params *ec2.DescribeInstanceTypesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeInstanceTypesOutput, error)
+	GetConsoleOutput(ctx context.Context, params *ec2.GetConsoleOutputInput, optFns ...func(*ec2.Options)) (*ec2.GetConsoleOutputOutput, error)
+}
+
+// SSMAPI is what the provider uses of the SSM client: the public
+// parameters that name AWS's current images.
+type SSMAPI interface {
+	GetParameter(ctx context.Context, params *ssm.GetParameterInput, optFns ...func(*ssm.Options)) (*ssm.GetParameterOutput, error)
 }
 
 // Tags on every instance anycloud launches.
@@ -53,9 +62,26 @@ const (
 // DefaultVMType is used when a deployment names none.
 const DefaultVMType = "t3.micro"
 
+// DefaultGPUImageParameter is the public SSM parameter naming the current
+// AWS Deep Learning Base AMI (NVIDIA driver, Docker and the NVIDIA
+// container toolkit, Ubuntu 22.04): the default image of instance types
+// with GPUs.
+const DefaultGPUImageParameter = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+
+// DefaultMetadataHopLimit is the IMDSv2 response hop limit of a launch
+// that asks for none: 1 keeps the instance's credentials out of reach of
+// containers on a bridge network.
+const DefaultMetadataHopLimit = 1
+
 // Options configure a Provider.
 type Options struct {
 	Client EC2API
+	// SSM resolves the default GPU image; without it, a GPU instance type
+	// needs spec.aws.imageId.
+	SSM SSMAPI
+	// GPUImageParameter names the SSM parameter holding the default image
+	// of GPU instance types (default DefaultGPUImageParameter).
+	GPUImageParameter string
 	// Key names the scope: credentials and region.
 	Key    string
 	Region string
@@ -77,16 +103,19 @@ type RetryPolicy struct {
 
 // Provider launches deployments as EC2 instances.
 type Provider struct {
-	ec2     EC2API
-	key     string
-	region  string
-	cluster string
-	ssh     SSH
-	retry   RetryPolicy
-	limits  *limits
+	ec2      EC2API
+	ssm      SSMAPI
+	gpuParam string
+	key      string
+	region   string
+	cluster  string
+	ssh      SSH
+	retry    RetryPolicy
+	limits   *limits
 
 	mu     sync.Mutex
-	images map[string]string // default AMI per architecture, resolved once
+	images map[string]string // default AMI per kind ("x86_64", "gpu"), resolved once
+	gpus   map[string]bool   // whether an instance type has GPUs, asked once
 }
 
 // New returns a provider over the given client.
@@ -100,9 +129,12 @@ func New(o Options) *Provider {
 	if o.Retry.MaxElapsed == 0 {
 		o.Retry.MaxElapsed = 20 * time.Second
 	}
+	if o.GPUImageParameter == "" {
+		o.GPUImageParameter = DefaultGPUImageParameter
+	}
 	return &Provider{
-		ec2: o.Client, key: o.Key, region: o.Region, cluster: o.Cluster, ssh: o.SSH,
-		retry: o.Retry, limits: newLimits(), images: map[string]string{},
+		ec2: o.Client, ssm: o.SSM, gpuParam: o.GPUImageParameter, key: o.Key, region: o.Region, cluster: o.Cluster, ssh: o.SSH,
+		retry: o.Retry, limits: newLimits(), images: map[string]string{}, gpus: map[string]bool{},
 	}
 }
 
@@ -114,16 +146,20 @@ func (p *Provider) Key() string { return p.key }
 // after a crash) returns the same instance. Secret values are not part of
 // the request: they reach the VM only through the SSH bootstrap.
 func (p *Provider) Launch(ctx context.Context, req provider.LaunchRequest) (provider.VM, error) {
+	vmType := vmType(req)
 	image := req.ImageID
 	if image == "" {
-		var err error
-		if image, err = p.defaultImage(ctx); err != nil {
+		gpu, err := p.hasGPUs(ctx, vmType)
+		if err != nil {
+			return provider.VM{}, err
+		}
+		if image, err = p.defaultImage(ctx, gpu); err != nil {
 			return provider.VM{}, err
 		}
 	}
-	vmType := req.VMType
-	if vmType == "" {
-		vmType = DefaultVMType
+	hops := req.MetadataHopLimit
+	if hops == 0 {
+		hops = DefaultMetadataHopLimit
 	}
 	in := &ec2.RunInstancesInput{
 		ImageId:      sdkaws.String(image),
@@ -131,6 +167,13 @@ func (p *Provider) Launch(ctx context.Context, req provider.LaunchRequest) (prov
 		MinCount:     sdkaws.Int32(1),
 		MaxCount:     sdkaws.Int32(1),
 		ClientToken:  sdkaws.String(req.Token),
+		// IMDSv2 only: a request to the metadata service needs a session
+		// token, which a forged request from a workload (SSRF) cannot get.
+		MetadataOptions: &types.InstanceMetadataOptionsRequest{
+			HttpEndpoint:            types.InstanceMetadataEndpointStateEnabled,
+			HttpTokens:              types.HttpTokensStateRequired,
+			HttpPutResponseHopLimit: sdkaws.Int32(int32(hops)),
+		},
 		TagSpecifications: []types.TagSpecification{{
 			ResourceType: types.ResourceTypeInstance,
 			Tags: []types.Tag{
@@ -279,10 +322,52 @@ func (p *Provider) vm(inst types.Instance) provider.VM {
 	return vm
 }
 
-// defaultImage finds the newest Amazon Linux image, once per provider.
-func (p *Provider) defaultImage(ctx context.Context) (string, error) {
+// vmType is the instance type a request asks for.
+func vmType(req provider.LaunchRequest) string {
+	if req.VMType == "" {
+		return DefaultVMType
+	}
+	return req.VMType
+}
+
+// hasGPUs reports whether instance type t has GPUs, asking EC2 once per
+// type and provider.
+func (p *Provider) hasGPUs(ctx context.Context, t string) (bool, error) {
+	p.mu.Lock()
+	gpu, ok := p.gpus[t]
+	p.mu.Unlock()
+	if ok {
+		return gpu, nil
+	}
+	var out *ec2.DescribeInstanceTypesOutput
+	err := p.call(ctx, p.limits.describe, "DescribeInstanceTypes", func(ctx context.Context) error {
+		var err error
+		out, err = p.ec2.DescribeInstanceTypes(ctx, &ec2.DescribeInstanceTypesInput{InstanceTypes: []types.InstanceType{types.InstanceType(t)}})
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("instance type %s: %w", t, err)
+	}
+	if len(out.InstanceTypes) == 0 {
+		return false, fmt.Errorf("instance type %s does not exist in %s: %w", t, p.region, provider.ErrInvalid)
+	}
+	info := out.InstanceTypes[0].GpuInfo
+	gpu = info != nil && len(info.Gpus) > 0
+	p.mu.Lock()
+	p.gpus[t] = gpu
+	p.mu.Unlock()
+	return gpu, nil
+}
+
+// defaultImage finds the default image, once per provider: for GPU
+// instance types the Deep Learning Base AMI named by the SSM parameter,
+// otherwise the newest Amazon Linux.
+func (p *Provider) defaultImage(ctx context.Context, gpu bool) (string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if gpu {
+		return p.gpuImageLocked(ctx)
+	}
 	if id := p.images["x86_64"]; id != "" {
 		return id, nil
 	}
@@ -313,6 +398,34 @@ func (p *Provider) defaultImage(ctx context.Context) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("no Amazon Linux image found in %s; set spec.aws.imageId: %w", p.region, provider.ErrInvalid)
+}
+
+// gpuImageLocked resolves the GPU image's SSM parameter; p.mu is held.
+func (p *Provider) gpuImageLocked(ctx context.Context) (string, error) {
+	if id := p.images["gpu"]; id != "" {
+		return id, nil
+	}
+	if p.ssm == nil {
+		return "", fmt.Errorf("a GPU instance type needs an image with the NVIDIA driver; set spec.aws.imageId: %w", provider.ErrInvalid)
+	}
+	var out *ssm.GetParameterOutput
+	err := p.call(ctx, p.limits.ssm, "GetParameter", func(ctx context.Context) error {
+		var err error
+		out, err = p.ssm.GetParameter(ctx, &ssm.GetParameterInput{Name: sdkaws.String(p.gpuParam)})
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("find the GPU image (SSM parameter %s): %w", p.gpuParam, err)
+	}
+	id := ""
+	if out.Parameter != nil {
+		id = sdkaws.ToString(out.Parameter.Value)
+	}
+	if !strings.HasPrefix(id, "ami-") {
+		return "", fmt.Errorf("SSM parameter %s in %s holds %q, not an image id; set spec.aws.imageId: %w", p.gpuParam, p.region, id, provider.ErrInvalid)
+	}
+	p.images["gpu"] = id
+	return id, nil
 }
 
 // call runs one API call within its rate bucket, retrying throttling and
@@ -361,6 +474,8 @@ func classify(err error, op, region string) error {
 			return fmt.Errorf("%s: %w", msg, provider.ErrNotFound)
 		case code == "Unavailable" || code == "ServiceUnavailable" || code == "InternalError" || code == "InternalFailure" || code == "RequestTimeout":
 			return fmt.Errorf("%s: %w", msg, provider.ErrUnavailable)
+		case code == "ParameterNotFound" || code == "InvalidInstanceType":
+			return fmt.Errorf("%s: %w", msg, provider.ErrInvalid)
 		case code == "IdempotentParameterMismatch" || strings.HasPrefix(code, "InvalidAMIID") ||
 			code == "InvalidParameterValue" || code == "InvalidParameterCombination" || code == "Unsupported" ||
 			code == "UnauthorizedOperation" || code == "AuthFailure" || code == "OptInRequired":

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 
 	sdkaws "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
 
 	"github.com/anycloud/anycloud/provider"
 )
@@ -24,10 +27,28 @@ type ClientConfig struct {
 	EndpointURL     string
 }
 
-// NewClient builds an EC2 client with the SDK's retries off: short
-// retries are the provider's (package doc), so no failure is retried by
-// two layers.
+// Clients are the AWS service clients of one credentials and region.
+type Clients struct {
+	EC2    *ec2.Client
+	SSM    *ssm.Client
+	Region string
+}
+
+// NewClient builds an EC2 client (see NewClients) and returns it with its
+// region.
 func NewClient(ctx context.Context, c ClientConfig) (*ec2.Client, string, error) {
+	cl, err := NewClients(ctx, c)
+	if err != nil {
+		return nil, "", err
+	}
+	return cl.EC2, cl.Region, nil
+}
+
+// NewClients builds the service clients with the SDK's retries off: short
+// retries are the provider's (package doc), so no failure is retried by
+// two layers. An EndpointURL serves every service (emulators such as moto
+// do).
+func NewClients(ctx context.Context, c ClientConfig) (*Clients, error) {
 	opts := []func(*config.LoadOptions) error{
 		config.WithRetryer(func() sdkaws.Retryer { return sdkaws.NopRetryer{} }),
 	}
@@ -39,21 +60,39 @@ func NewClient(ctx context.Context, c ClientConfig) (*ec2.Client, string, error)
 	}
 	if c.AccessKeyID != "" {
 		if c.SecretAccessKey == "" {
-			return nil, "", errors.New("static AWS keys: the secret access key is missing")
+			return nil, errors.New("static AWS keys: the secret access key is missing")
 		}
 		opts = append(opts, config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(c.AccessKeyID, c.SecretAccessKey, "")))
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
-		return nil, "", fmt.Errorf("load AWS configuration: %w: %v", provider.ErrInvalid, err)
+		return nil, fmt.Errorf("load AWS configuration: %w: %w", provider.ErrInvalid, err)
 	}
 	if cfg.Region == "" {
-		return nil, "", fmt.Errorf("no AWS region: set spec.aws.region in the credentials (or AWS_REGION): %w", provider.ErrInvalid)
+		return nil, fmt.Errorf("no AWS region: set spec.aws.region in the credentials (or AWS_REGION): %w", provider.ErrInvalid)
 	}
-	client := ec2.NewFromConfig(cfg, func(o *ec2.Options) {
-		if c.EndpointURL != "" {
-			o.BaseEndpoint = sdkaws.String(c.EndpointURL)
-		}
-	})
-	return client, cfg.Region, nil
+	var endpoint *string
+	if c.EndpointURL != "" {
+		endpoint = sdkaws.String(c.EndpointURL)
+	}
+	return &Clients{
+		EC2:    ec2.NewFromConfig(cfg, func(o *ec2.Options) { o.BaseEndpoint = endpoint }),
+		SSM:    ssm.NewFromConfig(cfg, func(o *ssm.Options) { o.BaseEndpoint = endpoint }),
+		Region: cfg.Region,
+	}, nil
+}
+
+// IsLoopbackEndpoint reports whether an endpoint URL names this machine:
+// an emulator, whose instance addresses are not to be dialled unless a VM
+// emulator made them loopback addresses (SSH.LoopbackOnly).
+func IsLoopbackEndpoint(endpoint string) bool {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Hostname() == "" {
+		return false
+	}
+	if u.Hostname() == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(u.Hostname())
+	return ip != nil && ip.IsLoopback()
 }

@@ -48,6 +48,9 @@ func (b *bucket) Wait(ctx context.Context) error {
 // (DESIGN §7): describe calls, RunInstances, and other mutating calls.
 type limits struct {
 	describe, run, mutate *bucket
+	// ssm is SSM's GetParameter budget (40 per second), a service of
+	// its own.
+	ssm *bucket
 }
 
 func newLimits() *limits {
@@ -55,5 +58,6 @@ func newLimits() *limits {
 		describe: newBucket(100, 20),
 		run:      newBucket(5, 2),
 		mutate:   newBucket(50, 5),
+		ssm:      newBucket(40, 40),
 	}
 }

@@ -2,11 +2,16 @@ package aws
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"strconv"
+	"strings"
+
+	sdkaws "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
 	"golang.org/x/crypto/ssh"
 
@@ -29,6 +34,12 @@ type SSH struct {
 	// EnvFile is where the resolved env is written on the VM (default
 	// /run/anycloud-secrets.env, a tmpfs).
 	EnvFile string
+	// LoopbackOnly refuses to dial a VM whose address is not a loopback
+	// address. It is set when the EC2 endpoint is an emulator on this
+	// machine (moto): the addresses such an emulator reports are invented
+	// and belong to strangers, unless a VM emulator maps each instance to
+	// a loopback address of its own.
+	LoopbackOnly bool
 }
 
 func (s SSH) user() string {
@@ -45,6 +56,12 @@ func (s SSH) addr(vm provider.VM) (string, error) {
 	if vm.Address == "" {
 		return "", fmt.Errorf("VM %s has no address yet: %w", vm.ID, provider.ErrUnavailable)
 	}
+	if s.LoopbackOnly {
+		if ip := net.ParseIP(vm.Address); ip == nil || !ip.IsLoopback() {
+			return "", fmt.Errorf("VM %s has address %s, but the EC2 endpoint is an emulator on this machine, whose addresses are made up: "+
+				"refusing to dial it (run the VM emulator, which gives each VM a loopback address: make emulator): %w", vm.ID, vm.Address, provider.ErrUnavailable)
+		}
+	}
 	port := s.Port
 	if port == 0 {
 		port = 22
@@ -52,8 +69,8 @@ func (s SSH) addr(vm provider.VM) (string, error) {
 	return net.JoinHostPort(vm.Address, strconv.Itoa(port)), nil
 }
 
-// UserData returns the user-data renderer for Options.UserData: the
-// deployment's authorized key and host key, and docker. No env.
+// UserData renders a launch's user-data: the deployment's authorized key
+// and docker. No env, no private key.
 func (s SSH) UserData(req provider.LaunchRequest) ([]byte, error) {
 	keys, err := bootstrap.EnsureKeys(s.Home, req.UID)
 	if err != nil {
@@ -65,6 +82,8 @@ func (s SSH) UserData(req provider.LaunchRequest) ([]byte, error) {
 // workloadName is the workload container's name on the VM.
 func workloadName(deployment string) string { return "anycloud-" + deployment }
 
+// dial connects to vm with the deployment's key, refusing any host key
+// but the one pinned for vm.
 func (p *Provider) dial(ctx context.Context, vm provider.VM) (*ssh.Client, error) {
 	if p.ssh.Home == "" {
 		return nil, fmt.Errorf("no SSH settings: %w", provider.ErrInvalid)
@@ -77,24 +96,88 @@ func (p *Provider) dial(ctx context.Context, vm provider.VM) (*ssh.Client, error
 	if err != nil {
 		return nil, err
 	}
-	c, err := bootstrap.Dial(ctx, bootstrap.Target{Addr: addr, User: p.ssh.user(), Signer: keys.Signer, HostKey: keys.HostKey})
+	hostKey, err := p.hostKey(ctx, vm, keys)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", provider.ErrUnavailable, err)
+		return nil, err
+	}
+	c, err := bootstrap.Dial(ctx, bootstrap.Target{Addr: addr, User: p.ssh.user(), Signer: keys.Signer, HostKey: hostKey})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", provider.ErrUnavailable, err)
 	}
 	return c, nil
+}
+
+// hostKey returns the host key pinned for vm, pinning it first from the
+// VM's console output: EC2 returns it to our credentials over TLS, so the
+// key is the VM's own before any byte goes to the VM. Until cloud-init
+// has printed it, the VM is still booting (ErrUnavailable).
+func (p *Provider) hostKey(ctx context.Context, vm provider.VM, keys *bootstrap.Keys) (ssh.PublicKey, error) {
+	if k, err := keys.PinnedHostKey(vm.ID); err != nil || k != nil {
+		return k, err
+	}
+	out, err := p.consoleOutput(ctx, vm.ID)
+	if err != nil {
+		return nil, err
+	}
+	found, err := bootstrap.HostKeysFromConsole(out)
+	if errors.Is(err, bootstrap.ErrNoHostKeys) {
+		return nil, fmt.Errorf("VM %s is booting: its console shows no SSH host key yet: %w", vm.ID, provider.ErrUnavailable)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return keys.PinHostKey(vm.ID, bootstrap.PreferredHostKey(found))
+}
+
+// consoleOutput is the VM's console as it is now (Latest), or as EC2 last
+// buffered it on instance types that cannot give the latest.
+func (p *Provider) consoleOutput(ctx context.Context, id string) ([]byte, error) {
+	get := func(latest bool) (*ec2.GetConsoleOutputOutput, error) {
+		var out *ec2.GetConsoleOutputOutput
+		err := p.call(ctx, p.limits.describe, "GetConsoleOutput", func(ctx context.Context) error {
+			in := &ec2.GetConsoleOutputInput{InstanceId: sdkaws.String(id)}
+			if latest {
+				in.Latest = sdkaws.Bool(true)
+			}
+			var err error
+			out, err = p.ec2.GetConsoleOutput(ctx, in)
+			return err
+		})
+		return out, err
+	}
+	out, err := get(true)
+	if errors.Is(err, provider.ErrInvalid) && strings.Contains(err.Error(), "Unsupported") {
+		out, err = get(false)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("console output of VM %s: %w", id, err)
+	}
+	if out.Output == nil {
+		return nil, nil
+	}
+	b, err := base64.StdEncoding.DecodeString(*out.Output)
+	if err != nil {
+		return nil, fmt.Errorf("console output of VM %s: %w", id, err)
+	}
+	return b, nil
 }
 
 // Bootstrap implements provider.Bootstrapper: over SSH, write the resolved
 // env to the VM's env file (0600, root) and (re)start the workload with
 // docker run --env-file.
 func (p *Provider) Bootstrap(ctx context.Context, vm provider.VM, req provider.LaunchRequest) error {
+	// A type's GPUs decide the docker arguments (cached since Launch).
+	gpu, err := p.hasGPUs(ctx, vmType(req))
+	if err != nil {
+		return err
+	}
 	c, err := p.dial(ctx, vm)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	err = bootstrap.Run(ctx, c, bootstrap.Workload{
-		Name: workloadName(req.Deployment), Image: req.Image, Command: req.Command, Env: req.Env, EnvFile: p.ssh.EnvFile,
+		Name: workloadName(req.Deployment), Image: req.Image, Command: req.Command, Env: req.Env, EnvFile: p.ssh.EnvFile, GPUs: gpu,
 	})
 	if errors.Is(err, bootstrap.ErrInvalidEnv) {
 		return fmt.Errorf("%w: %v", provider.ErrInvalid, err)
@@ -122,7 +205,11 @@ func (p *Provider) SSHInfo(ctx context.Context, vm provider.VM) (provider.SSHInf
 	if err != nil {
 		return provider.SSHInfo{}, err
 	}
-	return provider.SSHInfo{Addr: addr, User: p.ssh.user(), KeyPath: keys.Path, HostKey: keys.HostKeyLine}, nil
+	hostKey, err := p.hostKey(ctx, vm, keys)
+	if err != nil {
+		return provider.SSHInfo{}, err
+	}
+	return provider.SSHInfo{Addr: addr, User: p.ssh.user(), KeyPath: keys.Path, HostKey: bootstrap.AuthorizedLine(hostKey)}, nil
 }
 
 // Release implements provider.Releaser: the deployment's keys go with it.

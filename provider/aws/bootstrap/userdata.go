@@ -68,9 +68,9 @@ func UserData(k *Keys, user string) ([]byte, error) {
 		return nil, fmt.Errorf("user-data: invalid login user %q", user)
 	}
 	cfg := cloudConfig{
-		SSHDeleteKeys:  true,
-		SSHGenKeyTypes: []string{"ed25519"},
-		SSH:            sshModule{EmitKeysToConsole: true},
+		SSHDeleteKeys:     true,
+		SSHGenKeyTypes:    []string{"ed25519"},
+		SSH:               sshModule{EmitKeysToConsole: true},
 		SSHAuthorizedKeys: []string{k.AuthorizedKey},
 		RunCmd:            []any{[]string{"sh", "-c", installDocker}},
 	}
