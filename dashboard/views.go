@@ -153,7 +153,7 @@ func between(a, b time.Time) time.Duration {
 }
 
 var (
-	reVM      = regexp.MustCompile(`\bVM (\S+)`)
+	reVM      = regexp.MustCompile(`\bVM ([^\s:,()]+)`)
 	reAttempt = regexp.MustCompile(`\battempt (\d+)`)
 	reMarket  = regexp.MustCompile(`\(attempt \d+, ([^),]+)\)`)
 )
