@@ -205,6 +205,8 @@ func (b *tab) keep(name string) {
 	if b.shots == "" {
 		return
 	}
+	// Rows just changed flash for a moment: not in the picture.
+	eval[bool](b, `document.querySelectorAll('.changed').forEach((e) => e.classList.remove('changed')); true`)
 	png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		b.t.Fatalf("screenshot %s: %v", name, err)

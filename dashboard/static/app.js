@@ -145,6 +145,7 @@
 
   function connect() {
     if (!table && !liveName) return;
+    indicator.hidden = false;
     const es = new EventSource("/events");
     let handled = 0;
     const seen = () => {
