@@ -311,6 +311,25 @@ func TestDashboardInABrowser(t *testing.T) {
 		b.keep("deployments")
 	})
 
+	t.Run("the filter narrows the list as one types", func(t *testing.T) {
+		// A deployment waiting for a bundle that does not exist: no VM.
+		apply(item(`{"apiVersion":"anycloud.dev/v1","kind":"Deployment","metadata":{"name":"batch","labels":{"team":"ml"}},"spec":{"image":"`+image+`","secrets":["hf"]}}`, nil))
+		b.until("batch waiting for its bundle", rowCell("batch", "readiness")+` === 'False · SecretBundleNotFound'`, 30*time.Second)
+		if err := chromedp.Do(b.ctx, chromedp.SendKeys(chromedp.ID("filter"), "team=ml")); err != nil {
+			t.Fatal(err)
+		}
+		b.until("only batch shown", `[...document.querySelectorAll('#deployments tbody tr')].filter((tr) => !tr.hidden).map((tr) => tr.dataset.name).join() === 'batch'`, 5*time.Second)
+		if got := eval[string](b, `location.search`); got != "?q=team%3Dml" {
+			t.Errorf("the filter is not in the address: %q", got)
+		}
+		// The server applies the same filter to a page loaded with it.
+		b.navigate("/?q=ready%3Dtrue")
+		b.until("only hello shown", `[...document.querySelectorAll('#deployments tbody tr')].filter((tr) => !tr.hidden).map((tr) => tr.dataset.name).join() === 'hello'`, 5*time.Second)
+		b.navigate("/")
+		b.until("both rows", `document.querySelectorAll('#deployments tbody tr').length === 2`, 5*time.Second)
+		b.keep("deployments")
+	})
+
 	t.Run("the deployment page shows the timeline with the time each step took", func(t *testing.T) {
 		b.navigate("/deployments/hello")
 		b.until("the timeline", `document.querySelectorAll('#timeline tbody tr').length >= 2`, 10*time.Second)
