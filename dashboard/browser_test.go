@@ -327,12 +327,14 @@ func TestDashboardInABrowser(t *testing.T) {
 		b.until("only hello shown", `[...document.querySelectorAll('#deployments tbody tr')].filter((tr) => !tr.hidden).map((tr) => tr.dataset.name).join() === 'hello'`, 5*time.Second)
 		b.navigate("/")
 		b.until("both rows", `document.querySelectorAll('#deployments tbody tr').length === 2`, 5*time.Second)
+		t.Logf("deployments page load: %.0fms", eval[float64](b, `performance.getEntriesByType('navigation')[0].duration`))
 		b.keep("deployments")
 	})
 
 	t.Run("the deployment page shows the timeline with the time each step took", func(t *testing.T) {
 		b.navigate("/deployments/hello")
 		b.until("the timeline", `document.querySelectorAll('#timeline tbody tr').length >= 2`, 10*time.Second)
+		t.Logf("deployment page load: %.0fms", eval[float64](b, `performance.getEntriesByType('navigation')[0].duration`))
 		timeline := eval[string](b, `document.getElementById('timeline').innerText`)
 		for _, want := range []string{"first launch", "recovery", "preempted"} {
 			if !strings.Contains(timeline, want) {

@@ -320,10 +320,11 @@ func (s *Server) logged(next http.Handler) http.Handler {
 		rec := &statusRecorder{ResponseWriter: w, code: 200}
 		defer func() {
 			if p := recover(); p != nil {
-				s.opts.Log.Error(fmt.Errorf("panic: %v", p), "dashboard request panicked", "method", r.Method, "path", r.URL.Path)
 				if p == http.ErrAbortHandler {
 					panic(p)
 				}
+				s.opts.Log.Error(fmt.Errorf("panic: %v", p), "dashboard request panicked", "method", r.Method, "path", r.URL.Path)
+				http.Error(rec, "internal error; see the control plane log", http.StatusInternalServerError)
 				return
 			}
 			s.opts.Log.V(1).Info("dashboard request", "method", r.Method, "path", r.URL.Path, "status", rec.code, "duration", time.Since(start).String())
