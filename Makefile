@@ -6,7 +6,7 @@ DEMO_TAG  ?= anycloud-demo:latest
 DEMO_TOKEN ?= quickstart-demo-token
 export DEMO_TOKEN
 
-.PHONY: build test run bench lint demo-image clean
+.PHONY: build test run bench lint demo-image screenshots clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/anycloud
@@ -39,6 +39,11 @@ test:
 
 bench:
 	./scripts/bench.sh
+
+# The README's pictures of the dashboard, taken by its browser test
+# (headless Chromium, the Docker engine and the demo image).
+screenshots:
+	ANYCLOUD_SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run TestDashboardInABrowser ./dashboard/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

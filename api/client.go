@@ -160,6 +160,15 @@ func (c *Client) Sources(ctx context.Context) ([]SourceStatus, error) {
 	return out, err
 }
 
+// DashboardTicket mints a one-time sign-in link to the dashboard.
+func (c *Client) DashboardTicket(ctx context.Context) (*DashboardTicket, error) {
+	var t DashboardTicket
+	if err := c.do(ctx, "POST", "/v1/dashboard/tickets", nil, &t); err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
 // SealingKey returns the public key values are sealed to.
 func (c *Client) SealingKey(ctx context.Context) (string, error) {
 	var k SealingKey

@@ -23,6 +23,7 @@
 //	GET    /v1/deployments/{name}/ssh                  how to reach the VM (no secrets)
 //	GET    /v1/sealing-key
 //	GET    /v1/sources                        directories applied by the control plane
+//	POST   /v1/dashboard/tickets              a one-time sign-in link to the dashboard
 //
 // where resource is deployments, secretbundles or credentials.
 package api

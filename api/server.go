@@ -42,6 +42,9 @@ type Server struct {
 	SSH func(ctx context.Context, name string) (provider.SSHInfo, error)
 	// Sources reports the directories the control plane applies itself.
 	Sources func() []SourceStatus
+	// Dashboard mints a sign-in link to the dashboard; nil when none is
+	// served.
+	Dashboard func() (DashboardTicket, error)
 }
 
 func (s *Server) now() time.Time {
@@ -58,6 +61,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/apply", s.apply)
 	mux.HandleFunc("GET /v1/sealing-key", s.sealingKey)
 	mux.HandleFunc("GET /v1/sources", s.sources)
+	mux.HandleFunc("POST /v1/dashboard/tickets", s.dashboardTicket)
 	mux.HandleFunc("GET /v1/{resource}", s.list)
 	mux.HandleFunc("GET /v1/{resource}/{name}", s.get)
 	mux.HandleFunc("GET /v1/{resource}/{name}/events", s.events)
@@ -157,6 +161,21 @@ func (s *Server) sources(w http.ResponseWriter, r *http.Request) {
 		out = s.Sources()
 	}
 	writeJSON(w, 200, out)
+}
+
+// dashboardTicket mints a one-time sign-in link: the socket's mode 0600 is
+// what decides who may open the dashboard.
+func (s *Server) dashboardTicket(w http.ResponseWriter, r *http.Request) {
+	if s.Dashboard == nil {
+		writeStatus(w, Status{Code: 404, Reason: ReasonNotFound, Message: "this control plane serves no dashboard"})
+		return
+	}
+	t, err := s.Dashboard()
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, t)
 }
 
 func (s *Server) sealingKey(w http.ResponseWriter, r *http.Request) {

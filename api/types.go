@@ -78,6 +78,15 @@ type SourceStatus struct {
 	LastApplied time.Time `json:"lastApplied,omitzero"`
 }
 
+// DashboardTicket is a one-time sign-in link to the control plane's
+// dashboard. Only a client of the API socket can get one; the link works
+// once, before ExpiresAt, and the browser that opens it gets a session
+// cookie in exchange.
+type DashboardTicket struct {
+	URL       string    `json:"url"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}
+
 // SealingKey is the control plane's public key for `secrets seal`.
 type SealingKey struct {
 	PublicKey string `json:"publicKey"`

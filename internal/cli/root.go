@@ -219,6 +219,7 @@ Credentials manifests; a local control plane keeps the cloud matching them.`,
 		NewCmdController(f, nil),
 		NewCmdUp(f, nil),
 		NewCmdDown(f, nil),
+		NewCmdDashboard(f, nil),
 		NewCmdVersion(f),
 	)
 	return root

@@ -21,6 +21,7 @@ import (
 
 	"github.com/anycloud/anycloud/api"
 	"github.com/anycloud/anycloud/controller"
+	"github.com/anycloud/anycloud/dashboard"
 	awsprovider "github.com/anycloud/anycloud/provider/aws"
 	"github.com/anycloud/anycloud/seal"
 	"github.com/anycloud/anycloud/state"
@@ -55,6 +56,10 @@ type Config struct {
 	// WatchInterval is the periodic re-read of WatchDir (default: Resync,
 	// or 30s).
 	WatchInterval time.Duration
+	// DashboardAddr is where the dashboard listens: a loopback address,
+	// 127.0.0.1 on a free port when empty. `anycloud dashboard` asks the
+	// API for the URL.
+	DashboardAddr string
 }
 
 // MemoryLimit is the control plane process's soft memory limit
@@ -114,6 +119,27 @@ func Run(ctx context.Context, cfg Config) error {
 		watchDone = make(chan error, 1)
 		go func() { watchDone <- wd.Run(ctx) }()
 	}
+	// The dashboard reads the store and acts through the API socket, as
+	// the CLI does; its sign-in links are minted by the API.
+	dash, err := dashboard.New(dashboard.Options{
+		Addr: cfg.DashboardAddr, Store: store, Actions: api.NewClient(sock), Sources: srv.Sources,
+		Cluster: store.ClusterID(), Version: cfg.Version, Log: log.WithName("dashboard"),
+	})
+	if err == nil {
+		err = dash.Listen()
+	}
+	if err != nil {
+		ln.Close()
+		cancel()
+		if watchDone != nil {
+			<-watchDone
+		}
+		return err
+	}
+	srv.Dashboard = dash.Ticket
+	log.Info("dashboard serving", "url", dash.URL())
+	dashDone := make(chan error, 1)
+	go func() { dashDone <- dash.Serve(ctx) }()
 	ctrlDone := make(chan error, 1)
 	if cfg.APIOnly {
 		ctrlDone <- nil
@@ -123,6 +149,9 @@ func Run(ctx context.Context, cfg Config) error {
 	err = srv.ServeListener(ctx, ln)
 	cancel()
 	<-ctrlDone
+	if derr := <-dashDone; derr != nil {
+		log.Error(derr, "dashboard stopped")
+	}
 	if watchDone != nil {
 		<-watchDone
 	}
