@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Default fills in what the user may leave out.
@@ -82,6 +83,16 @@ func Validate(o Object) ErrorList {
 		for _, k := range slices.Sorted(maps.Keys(s.Env)) {
 			if !ValidEnvKey(k) {
 				add("spec.env."+k, "%q is not a valid environment variable name", k)
+			}
+		}
+		if a := s.AWS; a != nil {
+			if a.BootTimeout != "" {
+				if d, err := time.ParseDuration(a.BootTimeout); err != nil || d < time.Minute {
+					add("spec.aws.bootTimeout", "%q is not a duration of at least 1m (such as 15m)", a.BootTimeout)
+				}
+			}
+			if a.MetadataHopLimit != 0 && (a.MetadataHopLimit < 1 || a.MetadataHopLimit > 64) {
+				add("spec.aws.metadataHopLimit", "%d is out of range (1 to 64)", a.MetadataHopLimit)
 			}
 		}
 	case *SecretBundle:
