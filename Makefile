@@ -33,7 +33,18 @@ run: build demo-image
 	@echo "Try:   docker kill \$$(docker ps -q --filter label=anycloud.deployment=hello)   then   ./$(BIN) describe deploy hello"
 	@echo "Stop:  ./$(BIN) delete -f examples/quickstart --wait && ./$(BIN) down"
 
+# The cloud emulator's VM image (debootstrap, then docker import), built
+# once per machine: its tag is a hash of its inputs.
+vm-image:
+	./scripts/vm-image.sh
+
+# A cloud on this machine for the AWS path: moto, and a real VM per
+# instance. See README, "Trying the AWS path without an account".
+emulator: vm-image demo-image
+	$(GO) run ./cmd/anycloud-emulator
+
 test:
+	./scripts/vm-image.sh --if-possible
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
 
