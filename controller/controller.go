@@ -68,6 +68,7 @@ type Controller struct {
 	queue *Queue
 	vms   *vmCache
 	boot  *bootBackoff
+	close *closeWatch
 	seq   atomic.Uint64
 	// seen is, per deployment name, what the controller last saw of it
 	// that calls for a reconcile (changeKey): a watch event that changes
@@ -96,12 +97,14 @@ func New(o Options) *Controller {
 	if o.OrphanGrace == 0 {
 		o.OrphanGrace = 2 * time.Minute
 	}
-	return &Controller{
+	c := &Controller{
 		store: o.Store, providers: o.Providers, log: o.Log, clock: o.Clock,
 		resync: o.Resync, workers: o.Workers, grace: o.OrphanGrace,
 		queue: NewQueue(o.Clock, o.Queue), vms: newVMCache(), boot: newBootBackoff(), seen: map[string]string{},
 		orphans: map[string]map[string]time.Time{},
 	}
+	c.close = newCloseWatch(c)
+	return c
 }
 
 // Queue exposes the work queue, for tests that drive it synchronously.
@@ -218,6 +221,7 @@ func (c *Controller) Reconcile(ctx context.Context, req Request) (Result, error)
 	if d, err = c.leaveOldScope(ctx, d, prov); err != nil {
 		return Result{}, err
 	}
+	c.watchClosely(ctx, prov, d, observed)
 
 	var result Result
 	for round := 0; ; round++ {
@@ -282,6 +286,7 @@ func (c *Controller) Reconcile(ctx context.Context, req Request) (Result, error)
 				return Result{}, nil // waiting for a bundle; status says why
 			}
 			observed = c.vms.put(prov, *vm)
+			c.watchClosely(ctx, prov, d, observed)
 			acted = true
 		} else if d, err = c.writeStatus(ctx, d, plan.Status); err != nil {
 			return Result{}, err
@@ -291,6 +296,24 @@ func (c *Controller) Reconcile(ctx context.Context, req Request) (Result, error)
 			return result, nil
 		}
 		observed = c.vms.cached(prov, d.Metadata.UID)
+	}
+}
+
+// watchClosely has the close watch follow the VMs that are changing on
+// their own (starting, stopping) and those whose workload is not started
+// yet: their next state matters within a second, not a resync.
+func (c *Controller) watchClosely(ctx context.Context, prov provider.Provider, d *manifests.Deployment, observed []provider.VM) {
+	_, bootstraps := prov.(provider.Bootstrapper)
+	for _, vm := range observed {
+		started := d.Status.VM != nil && d.Status.VM.ID == vm.ID && d.Status.VM.Bootstrapped
+		switch {
+		case vm.State == provider.StatePending || vm.State == provider.StateStopping:
+			c.close.watch(ctx, prov, vm.ID)
+		case vm.State == provider.StateRunning && bootstraps && !started:
+			c.close.watch(ctx, prov, vm.ID)
+		default:
+			c.close.unwatch(prov, vm.ID) // steady, or gone
+		}
 	}
 }
 
@@ -450,6 +473,9 @@ func (c *Controller) bootstrap(ctx context.Context, b provider.Bootstrapper, d *
 		return Result{RequeueAfter: delay}, false, nil
 	}
 	c.boot.forget(d.Metadata.UID)
+	if p, ok := b.(provider.Provider); ok {
+		c.close.unwatch(p, vm.ID)
+	}
 	st.VM.Bootstrapped = true
 	st.VM.BundleVersions = versions
 	var bv []string
