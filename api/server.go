@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-logr/logr"
 
@@ -22,8 +24,9 @@ import (
 	"github.com/anycloud/anycloud/state"
 )
 
-// maxBody bounds a request body; 10,000 manifests fit with room to spare.
-const maxBody = 256 << 20
+// maxBody bounds a request body (manifests.MaxRequestBytes): 10,000
+// manifests fit, a 200 MB value does not reach memory.
+const maxBody = manifests.MaxRequestBytes
 
 // Server serves the local API over HTTP. It holds no state of its own.
 type Server struct {
@@ -375,10 +378,28 @@ func (s *Server) resubmit(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	var req ApplyRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		writeStatus(w, Status{Code: 413, Reason: ReasonTooLarge, Message: fmt.Sprintf("the apply request is larger than %d MiB, the limit per request; apply the objects in several parts", maxBody>>20)})
+		return
+	}
+	if err != nil {
+		writeStatus(w, Status{Code: 400, Reason: ReasonBadRequest, Message: "read apply request: " + err.Error()})
+		return
+	}
+	// Checked before decoding: encoding/json would turn invalid UTF-8
+	// into U+FFFD without a word, changing a secret value.
+	if !utf8.Valid(body) {
+		writeStatus(w, Status{Code: 400, Reason: ReasonBadRequest, Message: "decode apply request: not valid UTF-8 (a secret value that is binary data must be encoded, e.g. base64)"})
+		return
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		writeStatus(w, Status{Code: 400, Reason: ReasonBadRequest, Message: "decode apply request: " + err.Error()})
+		// encoding/json's messages quote neither values nor, here, keys
+		// of ours; the request's own keys are fixed.
+		writeStatus(w, Status{Code: 400, Reason: ReasonBadRequest, Message: "decode apply request: " + requestMessage(err)})
 		return
 	}
 	out, err := s.Apply(r.Context(), req)
@@ -484,18 +505,16 @@ func (s *Server) prepare(items []ApplyItem) ([]state.Write, []string, manifests.
 		fail := func(field, msg string, obj string) {
 			errs = append(errs, &manifests.FieldError{File: src.File, Doc: src.Doc, Line: src.Line, Field: field, Object: obj, Msg: msg})
 		}
-		var tm manifests.TypeMeta
-		if err := json.Unmarshal(it.Object, &tm); err != nil {
-			fail("", "decode object: "+err.Error(), "")
+		// As strict as YAML decoding: unknown fields, keys set twice and
+		// wrong types are refused, not dropped.
+		o, err := manifests.DecodeJSON(it.Object)
+		var fe *manifests.FieldError
+		if errors.As(err, &fe) {
+			fail(fe.Field, fe.Msg, "")
 			continue
 		}
-		if tm.APIVersion != manifests.APIVersion {
-			fail("apiVersion", fmt.Sprintf("unsupported apiVersion %q (use %s)", tm.APIVersion, manifests.APIVersion), "")
-			continue
-		}
-		o, err := manifests.Unmarshal(tm.Kind, it.Object)
 		if err != nil {
-			fail("kind", err.Error(), "")
+			fail("", err.Error(), "")
 			continue
 		}
 		id := fmt.Sprintf("%s/%s", o.GetKind(), o.GetMeta().Name)
@@ -540,11 +559,14 @@ func (s *Server) resolveSecrets(o manifests.Object, given map[string]string) (ma
 		}
 		for k := range given {
 			if k != "secretAccessKey" {
-				fail("spec.aws", "unexpected secret field %q", k)
+				fail("spec.aws", "unexpected secret field %s", manifests.KeyName(k))
 			}
 		}
 		if o.Spec.AWS == nil || o.Spec.AWS.AccessKeyID == "" {
 			fail("spec.aws.accessKeyId", "required with a secret access key")
+		}
+		for _, p := range manifests.CheckSecrets(fmt.Sprintf("credentials %q", o.Metadata.Name), given) {
+			fail("spec.aws", "%s", p)
 		}
 		return given, errs
 	case *manifests.SecretBundle:
@@ -572,13 +594,16 @@ func (s *Server) resolveSecrets(o manifests.Object, given map[string]string) (ma
 				fail("spec.fromEnv", "%s was not resolved: it is read from the environment of the process that applies", k)
 			}
 		}
-		for k := range values {
+		for _, k := range slices.Sorted(maps.Keys(values)) {
 			if !manifests.ValidEnvKey(k) {
-				fail("spec", "%q is not a valid environment variable name", k)
+				fail("spec", "a key is not a valid environment variable name (not shown, as it may be a value)")
 			}
 		}
 		if len(values) == 0 {
 			fail("spec", "a bundle needs at least one value")
+		}
+		for _, p := range manifests.CheckSecrets(fmt.Sprintf("secret bundle %q", o.Metadata.Name), values) {
+			fail("spec", "%s", p)
 		}
 		return values, errs
 	}
@@ -610,6 +635,24 @@ func (s *Server) missingBundleWarnings(ctx context.Context, writes []state.Write
 		}
 	}
 	return out
+}
+
+// requestMessage rewords a decode error of the request envelope without
+// quoting what was sent.
+func requestMessage(err error) string {
+	var (
+		te *json.UnmarshalTypeError
+		se *json.SyntaxError
+	)
+	switch {
+	case errors.As(err, &te):
+		return fmt.Sprintf("field %s: wrong type (a JSON %s)", te.Field, te.Value)
+	case errors.As(err, &se):
+		return fmt.Sprintf("malformed JSON at byte %d", se.Offset)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return "an unknown field (a request has items, dryRun, applySet, prune and allowEmpty; an item has object, secrets and source)"
+	}
+	return "malformed JSON"
 }
 
 func invalid(errs manifests.ErrorList) Status {

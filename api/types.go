@@ -109,6 +109,7 @@ const (
 	ReasonInvalid     = "Invalid"
 	ReasonForbidden   = "Forbidden"
 	ReasonBadRequest  = "BadRequest"
+	ReasonTooLarge    = "RequestEntityTooLarge"
 	ReasonInternal    = "InternalError"
 )
 

@@ -572,6 +572,23 @@ func (t *txn) writeSecrets(o manifests.Object, values map[string]string) (bool, 
 	if values == nil {
 		return false, nil
 	}
+	// The last line of defence for every entry point: a value that cannot
+	// be delivered as env never reaches the store, where the launch that
+	// fails on it would quote it in an error.
+	what := fmt.Sprintf("secret bundle %q", name)
+	if k == manifests.KindCredentials {
+		what = fmt.Sprintf("credentials %q", name)
+	}
+	if problems := manifests.CheckSecrets(what, values); len(problems) > 0 {
+		return false, fmt.Errorf("%s: %w", strings.Join(problems, "; "), ErrInvalid)
+	}
+	if k == manifests.KindSecretBundle {
+		for key := range values {
+			if !manifests.ValidEnvKey(key) {
+				return false, fmt.Errorf("%s: a key is not a valid environment variable name (not shown, as it may be a value): %w", what, ErrInvalid)
+			}
+		}
+	}
 	old, err := t.openSecrets(k, name)
 	if err != nil {
 		return false, err

@@ -130,6 +130,9 @@ func (o *CredentialsNewOptions) Run(ctx context.Context) error {
 		if secret == "" {
 			return usageErrorf("credentials new: --access-key-id needs the secret access key in AWS_SECRET_ACCESS_KEY or on stdin with --secret-access-key-stdin")
 		}
+		if msg := manifests.CheckSecretValue(secret); msg != "" {
+			return fmt.Errorf("credentials %s: the secret access key: %s", o.Name, msg)
+		}
 		secrets = map[string]string{"secretAccessKey": secret}
 	}
 	for _, e := range manifests.Validate(obj) {
