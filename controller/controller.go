@@ -335,6 +335,7 @@ func (c *Controller) launch(ctx context.Context, prov provider.Provider, d *mani
 		req.ImageID, req.Region, req.SubnetID, req.SecurityGroupIDs = a.ImageID, a.Region, a.SubnetID, a.SecurityGroupIDs
 	}
 	vm, err := prov.Launch(ctx, req)
+	err = newScrubber(env, d.Spec.Env).Error(err) // before it reaches a condition, an event or the log
 	clear(env)
 	if err == nil {
 		// Known to the cache before anything else can fail, so that a
@@ -414,6 +415,7 @@ func (c *Controller) bootstrap(ctx context.Context, b provider.Bootstrapper, d *
 		Image: d.Spec.Image, Command: d.Spec.Command, Env: env, VMType: d.Spec.VMType, Spot: d.Spec.Spot,
 	}
 	err = b.Bootstrap(ctx, provider.VM{ID: vm.ID, Deployment: d.Metadata.Name, UID: d.Metadata.UID, Attempt: vm.Attempt, Address: vm.Address}, req)
+	err = newScrubber(env, d.Spec.Env).Error(err) // before it reaches a condition, an event or the log
 	clear(env)
 	if errors.Is(err, provider.ErrInvalid) {
 		// Retrying cannot help (a value docker's env file cannot carry).
