@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -68,6 +69,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/deployments/{name}/resubmit", s.resubmit)
 	mux.HandleFunc("GET /v1/deployments/{name}/logs", s.logs)
 	mux.HandleFunc("GET /v1/deployments/{name}/ssh", s.ssh)
+	mux.HandleFunc("GET /v1/backup", s.backup)
+	mux.HandleFunc("POST /v1/keys/rotate", s.rotateKey)
 	return s.logged(mux)
 }
 
@@ -151,7 +154,50 @@ func (s *Server) logged(next http.Handler) http.Handler {
 }
 
 func (s *Server) version(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, 200, map[string]string{"version": s.Version, "cluster": s.Store.ClusterID()})
+	// The pid lets `anycloud down` check that the process its pid file
+	// names is this control plane before it signals it.
+	writeJSON(w, 200, map[string]string{"version": s.Version, "cluster": s.Store.ClusterID(), "pid": strconv.Itoa(os.Getpid())})
+}
+
+func (s *Server) maintenance(w http.ResponseWriter) (state.Maintenance, bool) {
+	m, ok := s.Store.(state.Maintenance)
+	if !ok {
+		writeStatus(w, Status{Code: 404, Reason: ReasonNotFound, Message: "this store cannot be backed up or re-keyed online"})
+	}
+	return m, ok
+}
+
+// backup streams a consistent copy of the store: bbolt pages, sealed
+// values still sealed.
+func (s *Server) backup(w http.ResponseWriter, r *http.Request) {
+	m, ok := s.maintenance(w)
+	if !ok {
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.WriteHeader(200)
+	n, err := m.Backup(r.Context(), w)
+	if err != nil {
+		// The status is sent; the client sees a short copy and its check
+		// refuses it.
+		s.Log.Error(err, "backup failed", "bytes", n)
+		return
+	}
+	s.Log.Info("store backed up", "bytes", n)
+}
+
+func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request) {
+	m, ok := s.maintenance(w)
+	if !ok {
+		return
+	}
+	res, err := m.RotateKey(r.Context())
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	s.Log.Info("cipher key rotated", "records", res.Records)
+	writeJSON(w, 200, res)
 }
 
 func (s *Server) sources(w http.ResponseWriter, r *http.Request) {

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/anycloud/anycloud/manifests"
 	"github.com/anycloud/anycloud/seal"
@@ -34,6 +33,9 @@ var (
 	keyRV        = []byte("rv")
 	keyCheck     = []byte("keycheck")
 	keyCluster   = []byte("cluster")
+	// keySealPub records the public half of the sealing key (seal.key),
+	// so that a lost seal.key is refused instead of silently replaced.
+	keySealPub = []byte("sealpub")
 )
 
 // keyCheckIdentity seals a known value at first use, so that opening the
@@ -46,9 +48,18 @@ const maxEvents = 50
 // Bolt is the Store in a bbolt file.
 type Bolt struct {
 	db      *bolt.DB
-	keys    *seal.Keyring
+	home    string
 	cluster string
 	now     func() time.Time
+	box     *seal.BoxKey
+
+	// keyMu guards keys: a key rotation swaps it as its transaction
+	// commits, and a reader must not open an old snapshot with the new
+	// key. Writers hold mu, which the rotation holds too.
+	keyMu sync.RWMutex
+	keys  *seal.Keyring
+	// onRotateStep, when set, is called at each step of RotateKey.
+	onRotateStep func(rotateStep)
 
 	// mu orders writes with their watch notifications.
 	mu       sync.Mutex
@@ -67,19 +78,23 @@ type BoltOptions struct {
 // OpenBolt opens (or makes) the store in home: state.db and the cipher key.
 // A store that holds sealed data and a missing or different key is a hard
 // error; a new key is made only for a store without sealed data.
+//
+// Before anything is written, the file is checked (see preflight): a
+// store that is missing, empty, truncated or inconsistent while the home
+// shows it held data is refused with ErrDamaged and left as it is.
 func OpenBolt(home string, opts BoltOptions) (*Bolt, error) {
 	if err := seal.EnsureHome(home); err != nil {
 		return nil, err
 	}
 	path := filepath.Join(home, DBFile)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoSync: opts.NoSync})
-	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("open %s: locked by another control plane", path)
+	if err := preflight(home, path); err != nil {
+		return nil, err
 	}
+	db, err := openBoltFile(path, &bolt.Options{Timeout: time.Second, NoSync: opts.NoSync})
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, err
 	}
-	s := &Bolt{db: db, now: opts.Now, watchers: map[manifests.Kind]map[*watcher]struct{}{}}
+	s := &Bolt{db: db, home: home, now: opts.Now, watchers: map[manifests.Kind]map[*watcher]struct{}{}}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -91,29 +106,32 @@ func OpenBolt(home string, opts BoltOptions) (*Bolt, error) {
 }
 
 func (s *Bolt) init(home string) error {
-	var check []byte
-	// Read-only until the key is known to be right: a write transaction,
+	var check, sealPub []byte
+	// Read-only until the keys are known to be right: a write transaction,
 	// even an empty one, rewrites the file's meta page, and a refused open
 	// must leave the store as it was.
 	err := s.db.View(func(tx *bolt.Tx) error {
 		if b := tx.Bucket(bucketMeta); b != nil {
 			check = bytes.Clone(b.Get(keyCheck))
+			sealPub = bytes.Clone(b.Get(keySealPub))
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("init store: %w", err)
 	}
-	keys, err := seal.Load(home, check == nil)
+	keys, err := loadCipherKey(home, check)
 	if err != nil {
 		return err
 	}
-	if check != nil {
-		if _, err := keys.Open(keyCheckIdentity, check); err != nil {
-			return fmt.Errorf("cipher key %s does not open the sealed data in %s: it is not the key this store was made with; restore the right key (nothing was changed)", keys.Path(), filepath.Join(home, DBFile))
-		}
+	box, err := seal.OpenBoxKey(home, sealPub == nil)
+	if err != nil {
+		return err
 	}
-	s.keys = keys
+	if sealPub != nil && !bytes.Equal(sealPub, box.Public[:]) {
+		return fmt.Errorf("sealing key %s is not the one this control plane made: the SecretBundle manifests sealed for it would not open; restore the right seal.key (nothing was changed)", filepath.Join(home, seal.BoxKeyFile))
+	}
+	s.keys, s.box = keys, box
 	return s.db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketMeta, bucketSealed, bucketUsers, bucketEvents} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -133,6 +151,11 @@ func (s *Bolt) init(home string) error {
 			rand.Read(b[:])
 			s.cluster = fmt.Sprintf("%x", b)
 			if err := meta.Put(keyCluster, []byte(s.cluster)); err != nil {
+				return err
+			}
+		}
+		if sealPub == nil {
+			if err := meta.Put(keySealPub, bytes.Clone(box.Public[:])); err != nil {
 				return err
 			}
 		}
@@ -163,6 +186,10 @@ func (s *Bolt) init(home string) error {
 
 // ClusterID implements Store.
 func (s *Bolt) ClusterID() string { return s.cluster }
+
+// SealingKey is the control plane's key pair for `secrets seal`, checked
+// against the one recorded in the store.
+func (s *Bolt) SealingKey() *seal.BoxKey { return s.box }
 
 // Close closes the file and ends every watch.
 func (s *Bolt) Close() error {
@@ -925,6 +952,8 @@ func (s *Bolt) OpenSecrets(ctx context.Context, k manifests.Kind, name string) (
 		out map[string]string
 		gen int64
 	)
+	s.keyMu.RLock()
+	defer s.keyMu.RUnlock()
 	err := s.db.View(func(tx *bolt.Tx) error {
 		o, err := getObject(tx, k, name)
 		if err != nil {

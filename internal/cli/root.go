@@ -219,6 +219,8 @@ Credentials manifests; a local control plane keeps the cloud matching them.`,
 		NewCmdController(f, nil),
 		NewCmdUp(f, nil),
 		NewCmdDown(f, nil),
+		NewCmdBackup(f, nil),
+		NewCmdKeys(f),
 		NewCmdVersion(f),
 	)
 	return root

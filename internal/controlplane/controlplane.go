@@ -22,7 +22,6 @@ import (
 	"github.com/anycloud/anycloud/api"
 	"github.com/anycloud/anycloud/controller"
 	awsprovider "github.com/anycloud/anycloud/provider/aws"
-	"github.com/anycloud/anycloud/seal"
 	"github.com/anycloud/anycloud/state"
 )
 
@@ -71,10 +70,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer store.Close()
-	box, err := seal.LoadBoxKey(cfg.Home)
-	if err != nil {
-		return err
-	}
+	box := store.SealingKey()
 	pidPath := filepath.Join(cfg.Home, PIDFile)
 	if err := os.WriteFile(pidPath, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
 		return fmt.Errorf("write pid file: %w", err)
