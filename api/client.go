@@ -128,6 +128,13 @@ func (c *Client) Events(ctx context.Context, k manifests.Kind, name string) ([]s
 // Delete deletes an object; the result says whether it is gone or
 // Terminating.
 func (c *Client) Delete(ctx context.Context, k manifests.Kind, name string, opts state.DeleteOptions) (bool, error) {
+	res, err := c.DeleteWithResult(ctx, k, name, opts)
+	return res.Deleted, err
+}
+
+// DeleteWithResult deletes an object and says what the delete left
+// behind.
+func (c *Client) DeleteWithResult(ctx context.Context, k manifests.Kind, name string, opts state.DeleteOptions) (DeleteResponse, error) {
 	q := url.Values{}
 	if opts.Force {
 		q.Set("force", "true")
@@ -144,7 +151,7 @@ func (c *Client) Delete(ctx context.Context, k manifests.Kind, name string, opts
 		path += "?" + q.Encode()
 	}
 	err := c.do(ctx, "DELETE", path, nil, &out)
-	return out.Deleted, err
+	return out, err
 }
 
 // Resubmit asks for the deployment's VM to be replaced.

@@ -328,8 +328,12 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b, _ := json.Marshal(res.Object)
-	s.Log.Info("object deleted", "kind", k, "name", r.PathValue("name"), "gone", res.Deleted, "force", opts.Force)
-	writeJSON(w, 200, DeleteResponse{Deleted: res.Deleted, Object: b})
+	kv := []any{"kind", k, "name", r.PathValue("name"), "gone", res.Deleted, "force", opts.Force}
+	if l := res.Leftover; l != nil {
+		kv = append(kv, "leftoverVM", l.VMID, "leftoverScope", l.Scope)
+	}
+	s.Log.Info("object deleted", kv...)
+	writeJSON(w, 200, DeleteResponse{Deleted: res.Deleted, Object: b, Users: res.Users, Leftover: res.Leftover})
 }
 
 // logs streams the workload's log as plain text, flushed as it comes.
@@ -716,6 +720,8 @@ func (s *Server) writeError(w http.ResponseWriter, err error) {
 		writeStatus(w, Status{Code: 409, Reason: ReasonInUse, Message: err.Error(), Details: &StatusDetails{Users: inUse.Users}})
 	case errors.As(err, &list):
 		writeStatus(w, invalid(list))
+	case errors.Is(err, state.ErrInUse):
+		writeStatus(w, Status{Code: 409, Reason: ReasonInUse, Message: err.Error()})
 	case errors.Is(err, state.ErrNotFound):
 		writeStatus(w, Status{Code: 404, Reason: ReasonNotFound, Message: err.Error()})
 	case errors.Is(err, state.ErrConflict):

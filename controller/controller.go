@@ -197,6 +197,16 @@ func (c *Controller) Reconcile(ctx context.Context, req Request) (Result, error)
 	if d.Metadata.DeletionTimestamp != nil && !d.Metadata.HasFinalizer(manifests.FinalizerVM) {
 		return Result{}, nil // nothing of ours holds it
 	}
+	if d.Metadata.DeletionTimestamp != nil && d.Status.Attempt == 0 && d.Status.VM == nil {
+		// Nothing was ever launched (an attempt is recorded before its
+		// launch): no VM to wait for, and no need of a provider that may
+		// never have worked.
+		d.Metadata.RemoveFinalizer(manifests.FinalizerVM)
+		if _, err := c.store.Update(ctx, d); err != nil {
+			return Result{}, fmt.Errorf("remove finalizer: %w", err)
+		}
+		return Result{}, nil
+	}
 
 	prov, err := c.providerFor(ctx, d)
 	if err != nil {
@@ -508,6 +518,9 @@ func (c *Controller) providerFailed(ctx context.Context, d *manifests.Deployment
 			return Result{}, uerr
 		}
 	}
+	if d.Metadata.DeletionTimestamp != nil {
+		err = fmt.Errorf("%w; the deletion waits to terminate the VM (`anycloud delete deployment %s --force` stops waiting: its VM is then left to the orphan sweep)", err, d.Metadata.Name)
+	}
 	st := manifests.DeepCopy(d).Status // never alias the stored conditions
 	if werr := c.notReady(ctx, d, st, reason, err.Error()); werr != nil {
 		return Result{}, errors.Join(err, werr)
@@ -796,6 +809,7 @@ func (c *Controller) Resync(ctx context.Context) []provider.Provider {
 		listed = append(listed, p)
 		c.sweepOrphans(ctx, p, owner)
 	}
+	c.sweepLeftovers(ctx, listed, owner)
 	for _, o := range objs {
 		c.queue.Add(o.GetMeta().Name)
 	}

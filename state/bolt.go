@@ -30,6 +30,9 @@ var (
 	bucketSealed = []byte("sealed")
 	bucketUsers  = []byte("users")
 	bucketEvents = []byte("events")
+	// bucketLeftovers holds, under "credentials\x00uid", the VMs that
+	// forced deletes of deployments left behind (manifests.LeftoverVM).
+	bucketLeftovers = []byte("leftovers")
 	keyRV        = []byte("rv")
 	keyCheck     = []byte("keycheck")
 	keyCluster   = []byte("cluster")
@@ -133,7 +136,7 @@ func (s *Bolt) init(home string) error {
 	}
 	s.keys, s.box = keys, box
 	return s.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketSealed, bucketUsers, bucketEvents} {
+		for _, b := range [][]byte{bucketMeta, bucketSealed, bucketUsers, bucketEvents, bucketLeftovers} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("init store: %w", err)
 			}
@@ -345,11 +348,111 @@ func (t *txn) release(k manifests.Kind, name string) error {
 	if len(t.users(k, name)) > 0 {
 		return nil
 	}
+	if k == manifests.KindCredentials && len(listLeftovers(t.tx, name)) > 0 {
+		return nil
+	}
 	m.RemoveFinalizer(manifests.FinalizerInUse)
 	if len(m.Finalizers) == 0 {
 		return t.remove(o)
 	}
 	return t.put(o, Modified)
+}
+
+func leftoversPrefix(creds string) []byte { return []byte(creds + "\x00") }
+
+func listLeftovers(tx *bolt.Tx, creds string) []manifests.LeftoverVM {
+	b := tx.Bucket(bucketLeftovers)
+	if b == nil {
+		return nil
+	}
+	prefix := leftoversPrefix(creds)
+	var out []manifests.LeftoverVM
+	c := b.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		var l manifests.LeftoverVM
+		if json.Unmarshal(v, &l) == nil {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// recordLeftover notes, on d's credentials, the VM that a forced delete
+// of d leaves behind.
+func (t *txn) recordLeftover(d *manifests.Deployment) (*manifests.LeftoverVM, error) {
+	if !d.Metadata.HasFinalizer(manifests.FinalizerVM) || (d.Status.Attempt == 0 && d.Status.VM == nil) {
+		return nil, nil // nothing was ever launched, or its VM is already gone
+	}
+	l := &manifests.LeftoverVM{Deployment: d.Metadata.Name, UID: d.Metadata.UID, Since: t.s.now().UTC().Truncate(time.Second)}
+	if d.Spec.AWS != nil {
+		l.Region = d.Spec.AWS.Region
+	}
+	if vm := d.Status.VM; vm != nil {
+		l.VMID, l.Scope = vm.ID, vm.Scope
+	}
+	if _, err := t.get(manifests.KindCredentials, d.Spec.Credentials); err != nil {
+		return l, nil // no credentials to reach it by: nothing can sweep it
+	}
+	data, err := json.Marshal(l)
+	if err != nil {
+		return nil, err
+	}
+	key := append(leftoversPrefix(d.Spec.Credentials), d.Metadata.UID...)
+	return l, t.tx.Bucket(bucketLeftovers).Put(key, data)
+}
+
+// ListLeftovers implements Leftovers.
+func (s *Bolt) ListLeftovers(ctx context.Context) (map[string][]manifests.LeftoverVM, error) {
+	out := map[string][]manifests.LeftoverVM{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLeftovers).ForEach(func(k, v []byte) error {
+			creds, _, _ := strings.Cut(string(k), "\x00")
+			var l manifests.LeftoverVM
+			if err := json.Unmarshal(v, &l); err != nil {
+				return err
+			}
+			out[creds] = append(out[creds], l)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// ReleaseLeftovers implements Leftovers.
+func (s *Bolt) ReleaseLeftovers(ctx context.Context, creds string, gone func(manifests.LeftoverVM) bool) error {
+	return s.update(func(t *txn) error {
+		changed := false
+		for _, l := range listLeftovers(t.tx, creds) {
+			if !gone(l) {
+				continue
+			}
+			if err := t.tx.Bucket(bucketLeftovers).Delete(append(leftoversPrefix(creds), l.UID...)); err != nil {
+				return err
+			}
+			changed = true
+		}
+		if !changed {
+			return nil
+		}
+		if err := t.release(manifests.KindCredentials, creds); err != nil {
+			return err
+		}
+		// Its status (leftoverVMs) changed: watchers see it.
+		if o, err := t.get(manifests.KindCredentials, creds); err == nil && !t.removed(creds) {
+			return t.put(o, Modified)
+		}
+		return nil
+	})
+}
+
+// removed reports whether the transaction removed credentials name.
+func (t *txn) removed(name string) bool {
+	for _, ev := range t.events {
+		if ev.Type == Deleted && ev.Object.GetKind() == manifests.KindCredentials && ev.Object.GetMeta().Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // liveReferences lists what d holds in use: nothing once it is terminal
@@ -390,6 +493,7 @@ func decorate(tx *bolt.Tx, o manifests.Object) {
 	case *manifests.Credentials:
 		o.Status.Phase = phase
 		o.Status.UsedBy = listUsers(tx, o.GetKind(), o.Metadata.Name)
+		o.Status.LeftoverVMs = listLeftovers(tx, o.Metadata.Name)
 	}
 }
 
@@ -883,24 +987,61 @@ func (t *txn) delete(k manifests.Kind, name string, opts DeleteOptions) (DeleteR
 	res.Object = o
 	if k != manifests.KindDeployment {
 		users := t.users(k, name)
+		var leftovers []manifests.LeftoverVM
+		if k == manifests.KindCredentials {
+			leftovers = listLeftovers(t.tx, name)
+			if opts.Force {
+				// Forced: the user has ended those VMs, or given up on them.
+				for _, l := range leftovers {
+					if err := t.tx.Bucket(bucketLeftovers).Delete(append(leftoversPrefix(name), l.UID...)); err != nil {
+						return res, err
+					}
+				}
+				leftovers = nil
+			}
+		}
+		if opts.Force {
+			res.Users = users
+		}
+		// Credentials still in use are never removed, forced or not:
+		// without them nothing can terminate their users' VMs, and the
+		// next `delete deploy` would report a deployment gone while its VM
+		// ran on, unswept. They wait, Terminating, like a declarative
+		// delete.
+		holdCreds := k == manifests.KindCredentials && len(users) > 0 && opts.Force
 		switch {
-		case len(users) == 0 || opts.Force:
+		case len(users) == 0 && len(leftovers) == 0 || opts.Force && !holdCreds:
 			res.Deleted = true
 			return res, t.remove(o)
-		case opts.Declarative:
+		case opts.Declarative || holdCreds:
 			if m.DeletionTimestamp == nil {
 				now := t.s.now().UTC().Truncate(time.Second)
 				m.DeletionTimestamp = &now
 			}
 			m.AddFinalizer(manifests.FinalizerInUse)
 			return res, t.put(o, Modified)
-		default:
+		case len(users) > 0:
 			return res, &InUseError{Ref: manifests.Ref(o), Users: users}
+		default:
+			return res, &LeftoverError{Name: name, VMs: leftovers}
 		}
 	}
 	if m.DeletionTimestamp == nil {
 		now := t.s.now().UTC().Truncate(time.Second)
 		m.DeletionTimestamp = &now
+	}
+	if opts.Force && len(m.Finalizers) > 0 {
+		// Removed now, without waiting for the VM: for a deployment whose
+		// cloud cannot be reached (credentials that never worked), which
+		// would otherwise be Terminating for ever. Its VM, if it may have
+		// one, is recorded on its credentials for the orphan sweep.
+		l, err := t.recordLeftover(o.(*manifests.Deployment))
+		if err != nil {
+			return res, err
+		}
+		res.Leftover, res.Deleted = l, true
+		m.Finalizers = nil
+		return res, t.remove(o)
 	}
 	if len(m.Finalizers) == 0 {
 		res.Deleted = true

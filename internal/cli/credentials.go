@@ -184,6 +184,13 @@ func NewCmdCredentialsDelete(f *Factory, runF func(*CredentialsDeleteOptions) er
 	cmd := &cobra.Command{
 		Use:   "delete NAME [--force]",
 		Short: "Delete credentials; refused (exit status 3) while deployments use them",
+		Long: `Delete credentials. While deployments that are not terminal use them, the
+delete is refused (exit status 3), listing them. --force marks them for
+deletion instead: they stay, Terminating, only as long as those deployments
+exist (nothing else could terminate their VMs), and new deployments cannot
+use them. Credentials that are the only way to reach VMs left behind by
+'delete deploy --force' are kept until the orphan sweep has terminated
+them; --force forgets those VMs.`,
 		Args:  exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Name = args[0]
@@ -194,10 +201,11 @@ func NewCmdCredentialsDelete(f *Factory, runF func(*CredentialsDeleteOptions) er
 			if err != nil {
 				return err
 			}
-			if _, err := c.Delete(cmd.Context(), manifests.KindCredentials, o.Name, state.DeleteOptions{Force: o.Force}); err != nil {
+			res, err := c.DeleteWithResult(cmd.Context(), manifests.KindCredentials, o.Name, state.DeleteOptions{Force: o.Force})
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(f.IO.Out, "credentials/%s deleted\n", o.Name)
+			fmt.Fprintln(f.IO.Out, forcedDeleteMessage(manifests.ObjectRef{Kind: manifests.KindCredentials, Name: o.Name}, res))
 			return nil
 		},
 	}

@@ -273,10 +273,11 @@ func (o *SecretsDeleteOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := c.Delete(ctx, manifests.KindSecretBundle, o.Name, state.DeleteOptions{Force: o.Force}); err != nil {
+	res, err := c.DeleteWithResult(ctx, manifests.KindSecretBundle, o.Name, state.DeleteOptions{Force: o.Force})
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(o.f.IO.Out, "secretbundle/%s deleted\n", o.Name)
+	fmt.Fprintln(o.f.IO.Out, forcedDeleteMessage(manifests.ObjectRef{Kind: manifests.KindSecretBundle, Name: o.Name}, res))
 	return nil
 }
 
