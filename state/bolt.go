@@ -33,9 +33,9 @@ var (
 	// bucketLeftovers holds, under "credentials\x00uid", the VMs that
 	// forced deletes of deployments left behind (manifests.LeftoverVM).
 	bucketLeftovers = []byte("leftovers")
-	keyRV        = []byte("rv")
-	keyCheck     = []byte("keycheck")
-	keyCluster   = []byte("cluster")
+	keyRV           = []byte("rv")
+	keyCheck        = []byte("keycheck")
+	keyCluster      = []byte("cluster")
 	// keySealPub records the public half of the sealing key (seal.key),
 	// so that a lost seal.key is refused instead of silently replaced.
 	keySealPub = []byte("sealpub")

@@ -191,7 +191,7 @@ exist (nothing else could terminate their VMs), and new deployments cannot
 use them. Credentials that are the only way to reach VMs left behind by
 'delete deploy --force' are kept until the orphan sweep has terminated
 them; --force forgets those VMs.`,
-		Args:  exactArgs(1, "NAME"),
+		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Name = args[0]
 			if runF != nil {
