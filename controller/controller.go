@@ -222,9 +222,10 @@ func (c *Controller) Reconcile(ctx context.Context, req Request) (Result, error)
 	}
 
 	var result Result
+	missing := c.missingBundles(ctx, d)
 	for round := 0; ; round++ {
 		_, needsBootstrap := prov.(provider.Bootstrapper)
-		plan := reconcile.Decide(reconcile.Input{Deployment: d, Observed: observed, Now: c.clock.Now(), NeedsBootstrap: needsBootstrap})
+		plan := reconcile.Decide(reconcile.Input{Deployment: d, Observed: observed, Now: c.clock.Now(), NeedsBootstrap: needsBootstrap, MissingBundles: missing})
 		if plan.Status.VM != nil && plan.Status.VM.Scope == "" {
 			plan.Status.VM.Scope = prov.Key()
 		}
