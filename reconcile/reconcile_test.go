@@ -548,8 +548,8 @@ func TestDecide(t *testing.T) {
 			messages: map[string]string{reconcile.ReasonReplacing: "replacing VM i-1: resubmitted"},
 		},
 		{
-			name: "resubmit whose bundle is missing keeps the running VM",
-			d: dep(restartedAt(resubmit1), runningOn(vm("i-1", 1, provider.StateRunning)), restartedAt(resubmit2)),
+			name:     "resubmit whose bundle is missing keeps the running VM",
+			d:        dep(restartedAt(resubmit1), runningOn(vm("i-1", 1, provider.StateRunning)), restartedAt(resubmit2)),
 			observed: []provider.VM{vm("i-1", 1, provider.StateRunning)},
 			missing:  []string{"hf"},
 			want: outcome{
