@@ -30,7 +30,7 @@ run: build demo-image
 	@addr=$$(./$(BIN) get deploy hello -o json | sed -n 's/.*"address": "\([^"]*\)".*/\1/p'); \
 	  echo "The demo reports the env keys it received (never values): curl http://$$addr/env"; \
 	  if command -v curl >/dev/null; then curl -s "http://$$addr/env"; fi
-	@echo "Try:   docker kill \$$(docker ps -q --filter label=anycloud.deployment=hello)   then   ./$(BIN) describe deploy hello"
+	@echo "Try:   docker kill \$$(./$(BIN) get deploy hello -o jsonpath='{.status.vm.id}')   then   ./$(BIN) describe deploy hello"
 	@echo "Stop:  ./$(BIN) delete -f examples/quickstart --wait && ./$(BIN) down"
 
 test:

@@ -529,6 +529,14 @@ func (s *Server) Apply(ctx context.Context, req ApplyRequest) (*ApplyResponse, e
 	}
 	out.Results = append(out.Results, results[len(writes):]...)
 	out.Warnings = append(out.Warnings, s.missingBundleWarnings(ctx, writes)...)
+	if req.ApplySet == "" {
+		for _, res := range out.Results {
+			if res.ApplySet != "" && res.Action == state.ActionConfigured {
+				out.Warnings = append(out.Warnings, fmt.Sprintf("%s/%s belongs to apply set %s (applied from a source, such as a Git directory): it stays in that set, so the next apply of that source writes it again (its values too, for a bundle) and a prune removes it when the source no longer holds it; change it in the source to make this last",
+					strings.ToLower(string(res.Ref.Kind)), res.Ref.Name, res.ApplySet))
+			}
+		}
+	}
 	if !req.DryRun {
 		for _, res := range out.Results {
 			if res.Action != state.ActionUnchanged {

@@ -2,6 +2,7 @@ package manifests
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -201,5 +202,23 @@ func TestDecodeJSONIsAsStrictAsYAML(t *testing.T) {
 	o, err := DecodeJSON([]byte(`{"apiVersion":"anycloud.dev/v1","kind":"Deployment","metadata":{"name":"d","labels":{"a.b/c":"x"}},"spec":{"image":"x","env":{"A":"1"}}}`))
 	if err != nil || o.(*Deployment).Spec.Env["A"] != "1" {
 		t.Fatalf("a valid object: %v", err)
+	}
+}
+
+func TestDefaultApplySetOfADirectoryDependsOnRecursion(t *testing.T) {
+	dir := t.TempDir()
+	file := dir + "/a.yaml"
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	flat, deep := DefaultApplySet([]string{dir}, false), DefaultApplySet([]string{dir}, true)
+	if flat == deep {
+		t.Errorf("apply -f DIR and apply -f DIR -R share the apply set %s: a prune without -R would remove what -R applied from subdirectories", flat)
+	}
+	if DefaultApplySet([]string{file}, false) != DefaultApplySet([]string{file}, true) {
+		t.Error("-R changed the set of a single file, which it does not change the reading of")
+	}
+	if DefaultApplySet([]string{dir}, true) != deep {
+		t.Error("not stable")
 	}
 }

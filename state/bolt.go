@@ -595,7 +595,7 @@ func (t *txn) apply(w Write, opts ApplyOptions) (ApplyResult, error) {
 		nm.Generation++
 	}
 	if !changed && !secretsChanged && maps.Equal(em.Labels, nm.Labels) && maps.Equal(em.Annotations, nm.Annotations) {
-		return ApplyResult{Ref: manifests.Ref(existing), Action: ActionUnchanged, Generation: em.Generation}, nil
+		return ApplyResult{Ref: manifests.Ref(existing), Action: ActionUnchanged, Generation: em.Generation, ApplySet: em.Annotations[manifests.AnnotationApplySet]}, nil
 	}
 	if d, ok := next.(*manifests.Deployment); ok {
 		if err := t.checkReferences(d, opts); err != nil {
@@ -608,7 +608,7 @@ func (t *txn) apply(w Write, opts ApplyOptions) (ApplyResult, error) {
 	if err := t.put(next, Modified); err != nil {
 		return ApplyResult{}, err
 	}
-	return ApplyResult{Ref: manifests.Ref(next), Action: ActionConfigured, Generation: nm.Generation, Changes: changes(existing, next, secretsChanged)}, nil
+	return ApplyResult{Ref: manifests.Ref(next), Action: ActionConfigured, Generation: nm.Generation, Changes: changes(existing, next, secretsChanged), ApplySet: nm.Annotations[manifests.AnnotationApplySet]}, nil
 }
 
 // create writes a new object with fresh system metadata.
@@ -656,15 +656,20 @@ func setSpec(o, in manifests.Object) {
 }
 
 // mergeAnnotations takes the user's annotations and keeps the system's
-// (anycloud.dev/…) that the user did not set, such as the resubmit marker.
+// (anycloud.dev/…) that the user did not set, such as the resubmit marker
+// and the apply set.
+//
+// An imperative write (`secrets new`, `submit`, `credentials new`) to an
+// object that an apply set holds keeps it in the set: the user rotated a
+// value, say, and still expects the object to be managed from the source
+// it came from, the next apply of which writes it again, and pruned when
+// the source drops it. Silently taking it out of its set would leave it
+// behind for ever. The API warns about it (ApplyResult.ApplySet). An
+// apply set's write ends the imperative mark.
 func mergeAnnotations(existing, in map[string]string) map[string]string {
 	out := maps.Clone(in)
 	for k, v := range existing {
-		// Ownership moves with the last writer: an imperative write takes
-		// the object out of its apply set (so no prune removes it), and an
-		// apply set's write ends the imperative mark.
-		if k == manifests.AnnotationApplySet && in[manifests.AnnotationCreatedBy] != "" ||
-			k == manifests.AnnotationCreatedBy && in[manifests.AnnotationApplySet] != "" {
+		if k == manifests.AnnotationCreatedBy && in[manifests.AnnotationApplySet] != "" {
 			continue
 		}
 		if strings.HasPrefix(k, "anycloud.dev/") {

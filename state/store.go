@@ -102,6 +102,8 @@ type ApplyResult struct {
 	// field by field. Secret values never appear: a bundle reports key
 	// names and that values changed.
 	Changes []Change `json:"changes,omitempty"`
+	// ApplySet is the apply set the object belongs to after the write.
+	ApplySet string `json:"applySet,omitempty"`
 }
 
 // Change is one field changed by a write.

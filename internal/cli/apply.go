@@ -90,12 +90,13 @@ func validateApplySet(files []string, prune bool, set string) error {
 	return nil
 }
 
-// applySetName is --apply-set or the default derived from the sources.
-func applySetName(files []string, set string) string {
+// applySetName is --apply-set or the default derived from the sources
+// and whether they are read recursively.
+func applySetName(files []string, recursive bool, set string) string {
 	if set != "" {
 		return set
 	}
-	return manifests.DefaultApplySet(files)
+	return manifests.DefaultApplySet(files, recursive)
 }
 
 // Run loads, resolves and applies.
@@ -149,7 +150,7 @@ func loadApplyRequest(f *Factory, files []string, recursive, prune bool, set str
 	if err != nil {
 		return nil, err
 	}
-	return &api.ApplyRequest{Items: items, ApplySet: applySetName(files, set), Prune: prune, AllowEmpty: allowEmpty}, nil
+	return &api.ApplyRequest{Items: items, ApplySet: applySetName(files, recursive, set), Prune: prune, AllowEmpty: allowEmpty}, nil
 }
 
 func printApplyResponse(f *Factory, resp *api.ApplyResponse, dryRun bool) {

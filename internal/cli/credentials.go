@@ -167,7 +167,7 @@ func NewCmdCredentialsList(f *Factory) *cobra.Command {
 			return g.Run(cmd.Context())
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: wide, json, yaml or name")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: wide, json, yaml, name or jsonpath=TEMPLATE (e.g. jsonpath={.status.vm.id})")
 	return cmd
 }
 

@@ -202,6 +202,7 @@ func (o *SecretsNewOptions) Run(ctx context.Context) error {
 	}
 	r := resp.Results[0]
 	fmt.Fprintf(o.f.IO.Out, "secretbundle/%s %s (keys: %s)\n", o.Name, r.Action, strings.Join(slices.Sorted(maps.Keys(values)), ", "))
+	printWarnings(o.f, resp)
 	if r.Action == state.ActionConfigured {
 		fmt.Fprintln(o.f.IO.ErrOut, "Running VMs keep their values; `anycloud resubmit NAME` replaces a deployment's VM with the new ones.")
 	}
@@ -233,7 +234,7 @@ func NewCmdSecretsList(f *Factory, runF func(*SecretsListOptions) error) *cobra.
 			return g.Run(cmd.Context())
 		},
 	}
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "output format: wide, json, yaml or name")
+	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "output format: wide, json, yaml, name or jsonpath=TEMPLATE (e.g. jsonpath={.status.vm.id})")
 	return cmd
 }
 
