@@ -6,7 +6,7 @@ DEMO_TAG  ?= anycloud-demo:latest
 DEMO_TOKEN ?= quickstart-demo-token
 export DEMO_TOKEN
 
-.PHONY: build test run bench lint demo-image clean
+.PHONY: build test run bench lint demo-image clean fuzz
 
 build:
 	$(GO) build -o $(BIN) ./cmd/anycloud
@@ -36,6 +36,19 @@ run: build demo-image
 test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
+	$(MAKE) fuzz FUZZTIME=3s
+
+# Fuzz targets (package:function), each run for FUZZTIME: briefly by
+# `make test`, for a minute each by `make fuzz`. Their seed corpora also
+# run as ordinary tests in every `go test`. A failing input is saved
+# under the package's testdata/fuzz and replayed by `go test` from then on.
+FUZZTIME ?= 1m
+FUZZ_TARGETS := ./manifests:FuzzDecode ./manifests:FuzzDecodeJSON ./seal:FuzzOpen ./seal:FuzzOpenSealed ./api:FuzzApply
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$fn in $$pkg for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
 
 bench:
 	./scripts/bench.sh
