@@ -208,6 +208,16 @@ func (c *Controller) Reconcile(ctx context.Context, req Request) (Result, error)
 	if d.Metadata.DeletionTimestamp != nil && !d.Metadata.HasFinalizer(manifests.FinalizerVM) {
 		return Result{}, nil // nothing of ours holds it
 	}
+	if d.Metadata.DeletionTimestamp != nil && d.Status.Attempt == 0 && d.Status.VM == nil {
+		// Nothing was ever launched (an attempt is recorded before its
+		// launch): no VM to wait for, and no need of a provider that may
+		// never have worked.
+		d.Metadata.RemoveFinalizer(manifests.FinalizerVM)
+		if _, err := c.store.Update(ctx, d); err != nil {
+			return Result{}, fmt.Errorf("remove finalizer: %w", err)
+		}
+		return Result{}, nil
+	}
 
 	prov, err := c.providerFor(ctx, d)
 	if err != nil {
@@ -224,9 +234,13 @@ func (c *Controller) Reconcile(ctx context.Context, req Request) (Result, error)
 	c.watchClosely(ctx, prov, d, observed)
 
 	var result Result
+	missing := c.missingBundles(ctx, d)
 	for round := 0; ; round++ {
 		_, needsBootstrap := prov.(provider.Bootstrapper)
-		plan := reconcile.Decide(reconcile.Input{Deployment: d, Observed: observed, Now: c.clock.Now(), NeedsBootstrap: needsBootstrap, BootTimeout: bootTimeout(d)})
+		plan := reconcile.Decide(reconcile.Input{
+			Deployment: d, Observed: observed, Now: c.clock.Now(),
+			NeedsBootstrap: needsBootstrap, BootTimeout: bootTimeout(d), MissingBundles: missing,
+		})
 		if plan.Status.VM != nil && plan.Status.VM.Scope == "" {
 			plan.Status.VM.Scope = prov.Key()
 		}
@@ -370,6 +384,7 @@ func (c *Controller) launch(ctx context.Context, prov provider.Provider, d *mani
 		req.MetadataHopLimit = a.MetadataHopLimit
 	}
 	vm, err := prov.Launch(ctx, req)
+	err = newScrubber(env, d.Spec.Env).Error(err) // before it reaches a condition, an event or the log
 	clear(env)
 	if err == nil {
 		// Known to the cache before anything else can fail, so that a
@@ -452,6 +467,7 @@ func (c *Controller) bootstrap(ctx context.Context, b provider.Bootstrapper, d *
 		Image: d.Spec.Image, Command: d.Spec.Command, Env: env, VMType: d.Spec.VMType, Spot: d.Spec.Spot,
 	}
 	err = b.Bootstrap(ctx, provider.VM{ID: vm.ID, Deployment: d.Metadata.Name, UID: d.Metadata.UID, Attempt: vm.Attempt, Address: vm.Address}, req)
+	err = newScrubber(env, d.Spec.Env).Error(err) // before it reaches a condition, an event or the log
 	clear(env)
 	if errors.Is(err, provider.ErrInvalid) {
 		// Retrying cannot help (a value docker's env file cannot carry).
@@ -560,6 +576,9 @@ func (c *Controller) providerFailed(ctx context.Context, d *manifests.Deployment
 			_, uerr := c.store.Update(ctx, d)
 			return Result{}, uerr
 		}
+	}
+	if d.Metadata.DeletionTimestamp != nil {
+		err = fmt.Errorf("%w; the deletion waits to terminate the VM (`anycloud delete deployment %s --force` stops waiting: its VM is then left to the orphan sweep)", err, d.Metadata.Name)
 	}
 	st := manifests.DeepCopy(d).Status // never alias the stored conditions
 	if werr := c.notReady(ctx, d, st, reason, err.Error()); werr != nil {
@@ -884,6 +903,7 @@ func (c *Controller) Resync(ctx context.Context) []provider.Provider {
 		listed = append(listed, p)
 		c.sweepOrphans(ctx, p, owner)
 	}
+	c.sweepLeftovers(ctx, listed, owner)
 	for _, o := range objs {
 		c.queue.Add(o.GetMeta().Name)
 	}
