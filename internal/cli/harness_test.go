@@ -153,7 +153,9 @@ func (e *env) runIn(stdin string, args ...string) result {
 	}
 	cmd := NewRootCmd(f)
 	cmd.SetArgs(append([]string{"--home", e.home}, args...))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// A safety net only: commands that wait (--wait, logs -f) carry their
+	// own timeouts, and a loaded machine must not fail them.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	err := cmd.ExecuteContext(ctx)
 	if err != nil && !errors.Is(err, ErrSilent) {
