@@ -52,6 +52,12 @@ type awsEnv struct {
 
 func newAWSEnv(t *testing.T) *awsEnv {
 	t.Helper()
+	return newAWSEnvFor(t, time.Second)
+}
+
+// newAWSEnvFor is newAWSEnv with the control plane's resync period.
+func newAWSEnvFor(t testing.TB, resync time.Duration) *awsEnv {
+	t.Helper()
 	docker := testenv.RequireDocker(t)
 	image := testenv.RequireDemoImage(t)
 	cloud := testenv.StartCloud(t, testenv.CloudOptions{Regions: []string{"us-east-1", "us-west-2"}, Quiet: true})
@@ -67,8 +73,8 @@ func newAWSEnv(t *testing.T) *awsEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newEnvWith(t, func(c *controlplane.Config) {
-		c.Resync = time.Second
+	e := newEnvFor(t, func(c *controlplane.Config) {
+		c.Resync = resync
 		c.TuneAWS = func(o *awsprovider.Options) {
 			o.Retry = awsprovider.RetryPolicy{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond, MaxElapsed: 3 * time.Second}
 		}
