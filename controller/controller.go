@@ -13,7 +13,6 @@ import (
 
 	"github.com/anycloud/anycloud/manifests"
 	"github.com/anycloud/anycloud/provider"
-	"github.com/anycloud/anycloud/reconcile"
 	"github.com/anycloud/anycloud/state"
 )
 
@@ -166,145 +165,13 @@ func (c *Controller) safeReconcile(ctx context.Context, key string) (res Result,
 	}()
 	start := time.Now()
 	res, err = c.Reconcile(ctx, Request{Name: key})
-	if err != nil && !errors.Is(err, ErrTerminal) {
+	switch {
+	case errors.Is(err, ErrTerminal):
+		log.Error(err, "reconcile failed; not retried until the deployment changes")
+	case err != nil:
 		log.Error(err, "reconcile failed", "retries", c.queue.Failures(key))
-	} else {
+	default:
 		log.V(1).Info("reconciled", "duration", time.Since(start).String(), "requeueAfter", res.RequeueAfter.String())
 	}
 	return res, err
-}
-
-// Reconcile brings one deployment's VM in line with its manifest.
-//
-// Contract: a non-nil error is retried with back-off; an error wrapping
-// ErrTerminal is not retried and the deployment is Stalled; nil with
-// RequeueAfter asks to look again then; nil alone waits for the next
-// change or resync.
-func (c *Controller) Reconcile(ctx context.Context, req Request) (Result, error) {
-	log := logr.FromContextOrDiscard(ctx)
-	obj, err := c.store.Get(ctx, manifests.KindDeployment, req.Name)
-	if errors.Is(err, state.ErrNotFound) {
-		return Result{}, nil
-	}
-	if err != nil {
-		return Result{}, err
-	}
-	d := manifests.DeepCopy(obj.(*manifests.Deployment))
-
-	// Ensure the finalizer before anything can be launched, so that a
-	// delete always waits for the VM.
-	if d.Metadata.DeletionTimestamp == nil && !d.Metadata.HasFinalizer(manifests.FinalizerVM) {
-		d.Metadata.AddFinalizer(manifests.FinalizerVM)
-		o, err := c.store.Update(ctx, d)
-		if err != nil {
-			return Result{}, fmt.Errorf("add finalizer: %w", err)
-		}
-		d = o.(*manifests.Deployment)
-	}
-	if d.Metadata.DeletionTimestamp != nil && !d.Metadata.HasFinalizer(manifests.FinalizerVM) {
-		return Result{}, nil // nothing of ours holds it
-	}
-	if d.Metadata.DeletionTimestamp != nil && d.Status.Attempt == 0 && d.Status.VM == nil {
-		// Nothing was ever launched (an attempt is recorded before its
-		// launch): no VM to wait for, and no need of a provider that may
-		// never have worked.
-		d.Metadata.RemoveFinalizer(manifests.FinalizerVM)
-		if _, err := c.store.Update(ctx, d); err != nil {
-			return Result{}, fmt.Errorf("remove finalizer: %w", err)
-		}
-		return Result{}, nil
-	}
-
-	prov, err := c.providerFor(ctx, d)
-	if err != nil {
-		return c.providerFailed(ctx, d, err)
-	}
-	observed, err := c.vms.observed(ctx, prov, d.Metadata.UID)
-	if err != nil {
-		return c.providerFailed(ctx, d, err)
-	}
-
-	if d, err = c.leaveOldScope(ctx, d, prov); err != nil {
-		return Result{}, err
-	}
-	c.watchClosely(ctx, prov, d, observed)
-
-	var result Result
-	missing := c.missingBundles(ctx, d)
-	for round := 0; ; round++ {
-		_, needsBootstrap := prov.(provider.Bootstrapper)
-		plan := reconcile.Decide(reconcile.Input{
-			Deployment: d, Observed: observed, Now: c.clock.Now(),
-			NeedsBootstrap: needsBootstrap, BootTimeout: bootTimeout(d), MissingBundles: missing,
-		})
-		if plan.Status.VM != nil && plan.Status.VM.Scope == "" {
-			plan.Status.VM.Scope = prov.Key()
-		}
-		c.recordEvents(ctx, d, plan.Events)
-		acted := false
-		for _, vm := range plan.Terminate {
-			if err := prov.Terminate(ctx, vm.ID); err != nil {
-				c.event(ctx, d, state.EventWarning, "TerminateFailed", fmt.Sprintf("terminate VM %s: %v", vm.ID, err))
-				return Result{}, fmt.Errorf("terminate VM %s: %w", vm.ID, err)
-			}
-			log.Info("VM terminated", "vm", vm.ID, "attempt", vm.Attempt)
-			c.vms.markTerminated(prov, vm)
-			acted = true
-		}
-		if plan.RemoveFinalizer {
-			d.Status = plan.Status
-			d.Metadata.RemoveFinalizer(manifests.FinalizerVM)
-			if _, err := c.store.Update(ctx, d); err != nil {
-				return Result{}, fmt.Errorf("remove finalizer: %w", err)
-			}
-			c.vms.forget(prov, d.Metadata.UID)
-			c.boot.forget(d.Metadata.UID)
-			if r, ok := prov.(provider.Releaser); ok {
-				if err := r.Release(ctx, d.Metadata.UID); err != nil {
-					log.Error(err, "release provider resources")
-				}
-			}
-			log.Info("deployment deleted")
-			return Result{}, nil
-		}
-		if plan.Bootstrap {
-			// A VM still booting is tried on its own schedule, whatever
-			// queued the deployment sooner.
-			if wait := c.boot.wait(d.Metadata.UID, plan.Status.VM.ID, c.clock.Now()); wait > 0 {
-				return Result{RequeueAfter: wait}, nil
-			}
-			res, ok, err := c.bootstrap(ctx, prov.(provider.Bootstrapper), d, plan.Status)
-			if err != nil || !ok {
-				return res, err // a missing bundle or a VM still booting: status says which
-			}
-			obj, err := c.store.Get(ctx, manifests.KindDeployment, d.Metadata.Name)
-			if err != nil {
-				return Result{}, err
-			}
-			d = manifests.DeepCopy(obj.(*manifests.Deployment))
-			acted = true
-		} else if plan.Launch != nil {
-			d, err = c.writeStatus(ctx, d, plan.Status)
-			if err != nil {
-				return Result{}, err
-			}
-			vm, err := c.launch(ctx, prov, d, plan.Launch)
-			if err != nil {
-				return Result{}, err
-			}
-			if vm == nil {
-				return Result{}, nil // waiting for a bundle; status says why
-			}
-			observed = c.vms.put(prov, *vm)
-			c.watchClosely(ctx, prov, d, observed)
-			acted = true
-		} else if d, err = c.writeStatus(ctx, d, plan.Status); err != nil {
-			return Result{}, err
-		}
-		result = Result{RequeueAfter: plan.RequeueAfter}
-		if !acted || round >= 2 {
-			return result, nil
-		}
-		observed = c.vms.cached(prov, d.Metadata.UID)
-	}
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/aws/smithy-go"
 	"github.com/cenkalti/backoff/v4"
 
+	"github.com/anycloud/anycloud/manifests"
 	"github.com/anycloud/anycloud/provider"
 )
 
@@ -147,7 +148,8 @@ func (p *Provider) Key() string { return p.key }
 // the request: they reach the VM only through the SSH bootstrap.
 func (p *Provider) Launch(ctx context.Context, req provider.LaunchRequest) (provider.VM, error) {
 	vmType := vmType(req)
-	image := req.ImageID
+	a := awsSettings(req)
+	image := a.ImageID
 	if image == "" {
 		gpu, err := p.hasGPUs(ctx, vmType)
 		if err != nil {
@@ -157,7 +159,7 @@ func (p *Provider) Launch(ctx context.Context, req provider.LaunchRequest) (prov
 			return provider.VM{}, err
 		}
 	}
-	hops := req.MetadataHopLimit
+	hops := a.MetadataHopLimit
 	if hops == 0 {
 		hops = DefaultMetadataHopLimit
 	}
@@ -186,11 +188,11 @@ func (p *Provider) Launch(ctx context.Context, req provider.LaunchRequest) (prov
 			},
 		}},
 	}
-	if req.SubnetID != "" {
-		in.SubnetId = sdkaws.String(req.SubnetID)
+	if a.SubnetID != "" {
+		in.SubnetId = sdkaws.String(a.SubnetID)
 	}
-	if len(req.SecurityGroupIDs) > 0 {
-		in.SecurityGroupIds = req.SecurityGroupIDs
+	if len(a.SecurityGroupIDs) > 0 {
+		in.SecurityGroupIds = a.SecurityGroupIDs
 	}
 	if req.Spot {
 		in.InstanceMarketOptions = &types.InstanceMarketOptionsRequest{
@@ -363,6 +365,14 @@ func (p *Provider) vm(inst types.Instance) provider.VM {
 		}
 	}
 	return vm
+}
+
+// awsSettings are the request's aws settings; none is all defaults.
+func awsSettings(req provider.LaunchRequest) manifests.DeploymentAWS {
+	if req.AWS == nil {
+		return manifests.DeploymentAWS{}
+	}
+	return *req.AWS
 }
 
 // vmType is the instance type a request asks for.
