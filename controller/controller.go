@@ -102,9 +102,6 @@ func New(o Options) *Controller {
 	return c
 }
 
-// Queue exposes the work queue, for tests that drive it synchronously.
-func (c *Controller) Queue() *Queue { return c.queue }
-
 // Run watches the store, resyncs and reconciles until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
 	var wg sync.WaitGroup

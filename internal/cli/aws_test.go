@@ -108,15 +108,6 @@ func (a *awsEnv) instancesIn(c *ec2.Client) []types.Instance {
 	return all
 }
 
-func (a *awsEnv) deployment(name string) *manifests.Deployment {
-	a.t.Helper()
-	obj, err := getDeployment(a.env, name)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	return obj
-}
-
 func getDeployment(e *env, name string) (*manifests.Deployment, error) {
 	r := e.run("get", "deploy", name, "-o", "json")
 	if r.err != nil {

@@ -141,7 +141,7 @@ func nameFromImage(image string) string {
 func (o *SubmitOptions) Run(ctx context.Context) error {
 	d := o.Deployment()
 	if errs := manifests.Validate(d); len(errs) > 0 {
-		return &UsageError{Err: errs}
+		return usage(errs)
 	}
 	raw, _ := json.Marshal(d)
 	c, err := o.f.Client(ctx)
