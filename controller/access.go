@@ -53,20 +53,3 @@ func (c *Controller) SSHInfo(ctx context.Context, name string) (provider.SSHInfo
 	vm := provider.VM{ID: d.Status.VM.ID, Address: d.Status.VM.Address, Deployment: name, UID: d.Metadata.UID, Attempt: d.Status.VM.Attempt}
 	return sa.SSHInfo(ctx, vm)
 }
-
-// providerFor finds the deployment's credentials and their provider.
-func (c *Controller) providerFor(ctx context.Context, d *manifests.Deployment) (provider.Provider, error) {
-	obj, err := c.store.Get(ctx, manifests.KindCredentials, d.Spec.Credentials)
-	if err != nil {
-		return nil, fmt.Errorf("credentials %q: %w", d.Spec.Credentials, err)
-	}
-	secrets, _, err := c.store.OpenSecrets(ctx, manifests.KindCredentials, d.Spec.Credentials)
-	if err != nil {
-		return nil, fmt.Errorf("credentials %q: %w", d.Spec.Credentials, err)
-	}
-	region := ""
-	if d.Spec.AWS != nil {
-		region = d.Spec.AWS.Region
-	}
-	return c.providers.For(ctx, obj.(*manifests.Credentials), secrets, region)
-}

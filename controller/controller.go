@@ -11,8 +11,6 @@ import (
 
 	"github.com/go-logr/logr"
 
-	"github.com/anycloud/anycloud/manifests"
-	"github.com/anycloud/anycloud/provider"
 	"github.com/anycloud/anycloud/state"
 )
 
@@ -25,13 +23,6 @@ type Result struct{ RequeueAfter time.Duration }
 // ErrTerminal marks an error that retrying cannot fix; the deployment is
 // Stalled until the user changes it.
 var ErrTerminal = errors.New("terminal")
-
-// Providers hands out the provider for a deployment's credentials.
-type Providers interface {
-	// For returns the provider for creds (whose secret fields are in
-	// secrets) and the region override, if any.
-	For(ctx context.Context, creds *manifests.Credentials, secrets map[string]string, region string) (provider.Provider, error)
-}
 
 // Options configure a Controller; zero values take defaults.
 type Options struct {

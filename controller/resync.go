@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"time"
 
@@ -105,7 +106,9 @@ func (c *Controller) queueOwners(ctx context.Context, uids []string) {
 }
 
 // Resync lists every provider scope in use once, sweeps orphans and
-// queues every deployment. It returns the scopes it listed.
+// queues every deployment. It returns the scopes it listed. Its cost is
+// linear in the deployments: each credentials is read and opened once,
+// and every loop stops when ctx ends.
 func (c *Controller) Resync(ctx context.Context) []provider.Provider {
 	log := c.log.WithName("resync")
 	objs, _, err := c.store.List(ctx, manifests.KindDeployment)
@@ -113,13 +116,17 @@ func (c *Controller) Resync(ctx context.Context) []provider.Provider {
 		log.Error(err, "list deployments")
 		return nil
 	}
+	creds := c.newCredentials()
 	scopes := map[string]provider.Provider{}
 	// owner maps each deployment's uid to the scope its VM belongs in: a
 	// VM elsewhere (a deployment that moved) is an orphan there.
-	owner := map[string]string{}
+	owner := make(map[string]string, len(objs))
 	for _, o := range objs {
+		if ctx.Err() != nil {
+			return nil
+		}
 		d := o.(*manifests.Deployment)
-		p, err := c.providerFor(ctx, d)
+		p, err := creds.providerFor(ctx, d)
 		if err != nil {
 			owner[d.Metadata.UID] = "" // unknown: sweep no VM of it
 			continue                   // the deployment's reconcile reports it
@@ -130,27 +137,30 @@ func (c *Controller) Resync(ctx context.Context) []provider.Provider {
 	// Every credentials' scope is swept, used or not, so that a VM whose
 	// deployment is gone is found wherever it was left. The local engine is
 	// among them (the built-in credentials).
-	if creds, _, err := c.store.List(ctx, manifests.KindCredentials); err == nil {
-		for _, o := range creds {
-			cr := o.(*manifests.Credentials)
-			secrets, _, err := c.store.OpenSecrets(ctx, manifests.KindCredentials, cr.Metadata.Name)
+	if list, _, err := c.store.List(ctx, manifests.KindCredentials); err == nil {
+		names := make(map[string]bool, len(list))
+		for _, o := range list {
+			name := o.GetMeta().Name
+			names[name] = true
+			obj, secrets, err := creds.get(ctx, name)
 			if err != nil {
 				continue
 			}
-			if p, err := c.providers.For(ctx, cr, secrets, ""); err == nil {
+			if p, err := c.providers.For(ctx, obj, secrets, ""); err == nil {
 				if _, ok := scopes[p.Key()]; !ok {
 					scopes[p.Key()] = p
 				}
 			}
 		}
+		if r, ok := c.providers.(Retainer); ok {
+			r.Retain(names)
+		}
 	}
-	keys := make([]string, 0, len(scopes))
-	for k := range scopes {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
 	var listed []provider.Provider
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(scopes)) {
+		if ctx.Err() != nil {
+			return listed
+		}
 		p := scopes[k]
 		if _, err := c.vms.relist(ctx, p); err != nil {
 			log.V(1).Info("list VMs failed", "scope", k, "error", err.Error())
