@@ -42,6 +42,8 @@ type Server struct {
 	// Dashboard mints a sign-in link to the dashboard; nil when none is
 	// served.
 	Dashboard func() (DashboardTicket, error)
+	// Metrics serves /metrics (Prometheus); nil serves none.
+	Metrics http.Handler
 }
 
 func (s *Server) now() time.Time {
@@ -68,6 +70,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/deployments/{name}/ssh", s.ssh)
 	mux.HandleFunc("GET /v1/backup", s.backup)
 	mux.HandleFunc("POST /v1/keys/rotate", s.rotateKey)
+	if s.Metrics != nil {
+		mux.Handle("GET /metrics", s.Metrics)
+	}
 	return s.logged(mux)
 }
 

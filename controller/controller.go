@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/anycloud/anycloud/state"
 )
@@ -39,6 +40,9 @@ type Options struct {
 	// left alone before it is terminated. Default 2m.
 	OrphanGrace time.Duration
 	Queue       QueueOptions
+	// Metrics is where the controller's Prometheus series are registered
+	// (the registry behind /metrics); nil keeps them unseen.
+	Metrics prometheus.Registerer
 }
 
 // Controller keeps every Deployment's VM matching its manifest.
@@ -51,11 +55,12 @@ type Controller struct {
 	workers   int
 	grace     time.Duration
 
-	queue *Queue
-	vms   *vmCache
-	boot  *bootBackoff
-	close *closeWatch
-	seq   atomic.Uint64
+	queue   *Queue
+	vms     *vmCache
+	boot    *bootBackoff
+	close   *closeWatch
+	metrics *metrics
+	seq     atomic.Uint64
 	// seen is, per deployment name, what the controller last saw of it
 	// that calls for a reconcile (changeKey): a watch event that changes
 	// nothing of that — the controller's own status writes — is dropped,
@@ -90,6 +95,7 @@ func New(o Options) *Controller {
 		orphans: map[string]map[string]time.Time{},
 	}
 	c.close = newCloseWatch(c)
+	c.metrics = newMetrics(o.Metrics, c.queue)
 	return c
 }
 
@@ -145,13 +151,26 @@ func (c *Controller) ProcessKey(ctx context.Context, key string) {
 func (c *Controller) safeReconcile(ctx context.Context, key string) (res Result, err error) {
 	log := c.log.WithValues("deployment", key, "reconcileID", c.seq.Add(1))
 	ctx = logr.NewContext(ctx, log)
+	start := time.Now()
+	c.metrics.inFlight.Inc()
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("panic in reconcile: %v", p)
 			log.Error(err, "reconcile panicked", "stack", string(debug.Stack()))
 		}
+		result := resultSuccess
+		switch {
+		case errors.Is(err, ErrTerminal):
+			result = resultTerminal
+		case err != nil:
+			result = resultError
+		case res.RequeueAfter > 0:
+			result = resultRequeue
+		}
+		c.metrics.reconciles.WithLabelValues(result).Inc()
+		c.metrics.reconcileTime.Observe(time.Since(start).Seconds())
+		c.metrics.inFlight.Dec()
 	}()
-	start := time.Now()
 	res, err = c.Reconcile(ctx, Request{Name: key})
 	switch {
 	case errors.Is(err, ErrTerminal):

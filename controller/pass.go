@@ -126,6 +126,12 @@ func (p *pass) run(ctx context.Context) (Result, error) {
 			NeedsBootstrap: needsBootstrap, BootTimeout: bootTimeout(p.d), MissingBundles: missing,
 		})
 		p.st = plan.Status
+		if plan.Lost != "" {
+			p.c.metrics.recoveries.WithLabelValues(plan.Lost).Inc()
+		}
+		if plan.RecoveredAfter > 0 {
+			p.c.metrics.replacementTime.Observe(plan.RecoveredAfter.Seconds())
+		}
 		if p.st.VM != nil && p.st.VM.Scope == "" {
 			p.st.VM.Scope = prov.Key()
 		}

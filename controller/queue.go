@@ -41,6 +41,10 @@ type Queue struct {
 	timerSeq   uint64
 	failures   map[string]int
 	shutdown   bool
+	// queuedAt is when each ready key was queued, for the wait it had.
+	queuedAt map[string]time.Time
+	// waited, when set, is told how long each key waited to be handed out.
+	waited func(time.Duration)
 
 	// Per-key back-off: base << failures, at most max.
 	base, max time.Duration
@@ -75,7 +79,7 @@ func NewQueue(clock Clock, o QueueOptions) *Queue {
 	}
 	q := &Queue{
 		clock: clock, dirty: map[string]bool{}, processing: map[string]bool{},
-		waiting: map[string]timer{}, failures: map[string]int{},
+		waiting: map[string]timer{}, failures: map[string]int{}, queuedAt: map[string]time.Time{},
 		base: o.BaseDelay, max: o.MaxDelay, qps: o.QPS, burst: float64(o.Burst), tokens: float64(o.Burst),
 		last: clock.Now(),
 	}
@@ -106,6 +110,7 @@ func (q *Queue) addLocked(key string) {
 		return // queued again by Done
 	}
 	q.order = append(q.order, key)
+	q.queuedAt[key] = q.clock.Now()
 	q.cond.Signal()
 }
 
@@ -216,6 +221,12 @@ func (q *Queue) popLocked() (string, bool) {
 	q.order = q.order[1:]
 	q.processing[key] = true
 	delete(q.dirty, key)
+	if at, ok := q.queuedAt[key]; ok {
+		delete(q.queuedAt, key)
+		if q.waited != nil {
+			q.waited(q.clock.Now().Sub(at))
+		}
+	}
 	return key, true
 }
 
@@ -226,6 +237,7 @@ func (q *Queue) Done(key string) {
 	delete(q.processing, key)
 	if q.dirty[key] && !q.shutdown {
 		q.order = append(q.order, key)
+		q.queuedAt[key] = q.clock.Now()
 		q.cond.Signal()
 	}
 }
@@ -247,5 +259,6 @@ func (q *Queue) ShutDown() {
 		delete(q.waiting, k)
 	}
 	q.order = nil
+	clear(q.queuedAt)
 	q.cond.Broadcast()
 }

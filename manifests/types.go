@@ -240,6 +240,9 @@ type DeploymentStatus struct {
 	FastRecoveries int `json:"fastRecoveries,omitempty"`
 	// NextLaunchAt holds a backed-off recovery until then.
 	NextLaunchAt *time.Time `json:"nextLaunchAt,omitempty"`
+	// LostAt is when the VM being replaced was found lost; cleared when
+	// its replacement is Ready (the time between is a recovery's).
+	LostAt *time.Time `json:"lostAt,omitempty"`
 }
 
 // VMStatus describes one VM.

@@ -127,6 +127,7 @@ func (x *decision) replace() {
 func (x *decision) replaceUnbooted() {
 	cur, timeout := x.cur, bootTimeout(x.in)
 	x.p.Terminate = append(x.p.Terminate, *cur)
+	x.p.Lost = LostBootTimeout
 	x.event("Warning", ReasonBootstrapTimeout, fmt.Sprintf("VM %s did not accept the workload within %s of its launch; replacing it", cur.ID, timeout))
 	startAttempt(&x.p, x.d, x.target+1, false, x.in.Now)
 	setReady(x.st, manifests.ConditionFalse, ReasonBootstrapTimeout,
@@ -162,7 +163,11 @@ func (x *decision) ready() {
 	}
 	if st.Phase == manifests.PhaseRecovering {
 		x.event("Normal", ReasonRecovered, fmt.Sprintf("replacement VM %s is running", cur.ID))
+		if st.LostAt != nil {
+			x.p.RecoveredAfter = x.in.Now.Sub(*st.LostAt)
+		}
 	}
+	st.LostAt = nil
 	if !cur.LaunchedAt.IsZero() && x.in.Now.Sub(cur.LaunchedAt) >= FastDeath {
 		st.FastRecoveries = 0
 	}
@@ -215,6 +220,9 @@ func (x *decision) recover() {
 		id, launchedAt = st.VM.ID, st.VM.LaunchedAt
 	}
 	x.event("Warning", ReasonPreempted, fmt.Sprintf("VM %s was taken away: %s", id, reason))
+	x.p.Lost = LostPreempted
+	lost := x.in.Now.UTC()
+	st.LostAt = &lost
 	st.Recoveries++
 	if !launchedAt.IsZero() && x.in.Now.Sub(launchedAt) < FastDeath {
 		st.FastRecoveries++

@@ -56,7 +56,19 @@ type Plan struct {
 	// RequeueAfter asks to look again later (a VM still starting, a
 	// backed-off recovery).
 	RequeueAfter time.Duration
+	// Lost says why a VM is being replaced without our asking
+	// (LostPreempted, LostBootTimeout), for the recoveries metric.
+	Lost string
+	// RecoveredAfter, when set, is how long the deployment went from a
+	// VM found lost to its replacement Ready: this plan records it Ready.
+	RecoveredAfter time.Duration
 }
+
+// Why a VM is replaced without being asked to.
+const (
+	LostPreempted   = "preempted"
+	LostBootTimeout = "boot_timeout"
+)
 
 // Launch is a VM to create.
 type Launch struct {

@@ -9,6 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -162,7 +165,7 @@ func TestKilledControlPlaneLeavesExactlyOneContainerPerDeployment(t *testing.T) 
 					time.Sleep(100 * time.Millisecond)
 				}
 			}
-			time.Sleep(500 * time.Millisecond) // let a wrong duplicate show
+			settled(t, home) // a wrong duplicate would be launched by now
 			res, err := docker.ContainerList(context.Background(), client.ContainerListOptions{All: true,
 				Filters: make(client.Filters).Add("label", local.LabelCluster+"="+cluster)})
 			if err != nil {
@@ -197,6 +200,32 @@ func startController(t *testing.T, home string) *exec.Cmd {
 			t.Fatal("controller did not start")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// settled waits until the control plane of home has reconciled and has
+// nothing queued or running (its /metrics say so).
+func settled(t *testing.T, home string) {
+	t.Helper()
+	sock := filepath.Join(home, "api.sock")
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if res, err := c.Get("http://anycloud/metrics"); err == nil {
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			m := string(b)
+			if strings.Contains(m, "\nanycloud_reconcile_total{") && strings.Contains(m, "\nanycloud_queue_depth 0\n") && strings.Contains(m, "\nanycloud_reconciles_in_flight 0\n") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the control plane did not settle within a minute")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -259,13 +288,16 @@ func BenchmarkControlPlaneMemory10000(b *testing.B) {
 		dir := b.TempDir()
 		var sb strings.Builder
 		for j := range 10000 {
-			fmt.Fprintf(&sb, "apiVersion: anycloud.dev/v1\nkind: Deployment\nmetadata: {name: job-%d, labels: {team: ml}}\nspec: {image: ghcr.io/me/train:latest, credentials: moto, vmType: g6e.xlarge, spot: true, env: {EPOCHS: \"3\"}}\n---\n", j)
+			fmt.Fprintf(&sb, "apiVersion: anycloud.dev/v1\nkind: Deployment\nmetadata: {name: job-%d, labels: {team: ml}}\nspec: {image: ghcr.io/me/train:latest, credentials: moto, vmType: t3.micro, spot: true, env: {EPOCHS: \"3\"}}\n---\n", j)
 		}
 		os.WriteFile(filepath.Join(dir, "all.yaml"), []byte(sb.String()), 0o644)
 		if r := anycloud(t, home, nil, "apply", "-f", dir); r.code != 0 {
 			b.Fatalf("apply: %s", r.stderr)
 		}
-		time.Sleep(15 * time.Second) // three resyncs, launches under way
+		// Three resyncs (one listing each), launches under way.
+		for start := proxy.Count("DescribeInstances"); proxy.Count("DescribeInstances") < start+3; {
+			time.Sleep(100 * time.Millisecond)
+		}
 		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
 		if err != nil {
 			b.Fatal(err)

@@ -293,6 +293,14 @@ spec:
 	if got := a.proxy.Count("RunInstances"); got != 2 {
 		t.Errorf("RunInstances after one recovery = %d, want 2", got)
 	}
+	// The metrics count the same cloud calls, and the recovery.
+	m := a.scrape()
+	if got := metric(m, `anycloud_cloud_requests_total{action="RunInstances",outcome="ok",provider="aws"}`); got != 2 {
+		t.Errorf("anycloud_cloud_requests_total of RunInstances = %v, want 2", got)
+	}
+	if got := metric(m, `anycloud_recoveries_total{reason="preempted"}`); got != 1 {
+		t.Errorf("anycloud_recoveries_total = %v, want 1", got)
+	}
 	if c := a.cloud.VMs.Container(first); c != "" {
 		t.Errorf("the preempted VM's container %s is still there", c)
 	}

@@ -25,6 +25,7 @@ type ControllerOptions struct {
 	OrphanGrace time.Duration
 	APIOnly     bool
 	WatchDir    string
+	MetricsAddr string
 }
 
 // NewCmdController builds `anycloud controller`: the control plane in the
@@ -57,6 +58,7 @@ fromEnv values come from the controller's own environment.`,
 	cmd.Flags().BoolVar(&o.APIOnly, "api-only", false, "serve the API and store only; launch and terminate nothing")
 	cmd.Flags().StringVar(&o.WatchDir, "watch-dir", "", "apply this directory of manifests (recursively, with prune) whenever it changes")
 	cmd.Flags().DurationVar(&o.OrphanGrace, "orphan-grace", 2*time.Minute, "how long a managed VM that no deployment owns lives before it is terminated")
+	cmd.Flags().StringVar(&o.MetricsAddr, "metrics-addr", "", "also serve /metrics (Prometheus) on this loopback address, such as 127.0.0.1:9464 (the API socket always serves it)")
 	return cmd
 }
 
@@ -79,13 +81,15 @@ func (o *ControllerOptions) Run(ctx context.Context) error {
 		OrphanGrace: o.OrphanGrace,
 		APIOnly:     o.APIOnly,
 		WatchDir:    o.WatchDir,
+		MetricsAddr: o.MetricsAddr,
 	})
 }
 
 // NewCmdUp builds `anycloud up`: the control plane in the background.
 func NewCmdUp(f *Factory, runF func(*Factory) error) *cobra.Command {
-	return &cobra.Command{
-		Use:   "up",
+	var metricsAddr string
+	cmd := &cobra.Command{
+		Use:   "up [--metrics-addr 127.0.0.1:PORT]",
 		Short: "Start the control plane in the background",
 		Long:  "Start the control plane in the background, logging to $ANYCLOUD_HOME/controller.log. Nothing happens if one is running.",
 		Args:  exactArgs(0, "no arguments"),
@@ -102,13 +106,19 @@ func NewCmdUp(f *Factory, runF func(*Factory) error) *cobra.Command {
 				fmt.Fprintf(f.IO.Out, "control plane already running (pid %d)\n", controlplane.ReadPID(home))
 				return nil
 			}
-			if err := f.startBackground(cmd.Context(), home); err != nil {
+			var extra []string
+			if metricsAddr != "" {
+				extra = append(extra, "--metrics-addr", metricsAddr)
+			}
+			if err := f.startBackground(cmd.Context(), home, extra...); err != nil {
 				return err
 			}
 			fmt.Fprintf(f.IO.Out, "control plane running (pid %d)\n", controlplane.ReadPID(home))
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "also serve /metrics (Prometheus) on this loopback address, such as 127.0.0.1:9464")
+	return cmd
 }
 
 // controlPlanePID is the pid of the control plane of home, or 0. The

@@ -217,9 +217,12 @@ func TestRotatedBundleReachesOnlyNewVMs(t *testing.T) {
 		t.Fatalf("env %v", first.Env)
 	}
 
-	// Rotation does not touch the running VM.
+	// Rotation does not touch the running VM: once the controller has
+	// handled the change (it reconciles the bundle's users), the VM is
+	// the same.
+	before := e.reconciles()
 	e.must("secrets", "new", "creds", "API_TOKEN=new-value")
-	time.Sleep(500 * time.Millisecond) // give a wrong implementation time to act
+	e.settled(before)
 	if c := e.running("job"); c.ID != first.ID || c.Env["API_TOKEN"] != "old-value" {
 		t.Fatalf("rotation touched the running VM: %+v", c)
 	}
@@ -273,7 +276,7 @@ func TestForceDeletedBundleStopsRecoveryUntilItReturns(t *testing.T) {
 		c := manifests.FindCondition(e.deployment("train").Status.Conditions, manifests.ConditionReady)
 		return c != nil && c.Status == manifests.ConditionFalse && c.Reason == "SecretBundleNotFound"
 	})
-	time.Sleep(time.Second)
+	e.settled(0) // nothing queued or running: a wrong launch would be done by now
 	for _, c := range e.containers("train") {
 		if c.State == "running" {
 			t.Fatalf("a VM was launched without its bundle: %+v", c)

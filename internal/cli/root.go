@@ -102,7 +102,7 @@ func (f *Factory) Client(ctx context.Context) (*api.Client, error) {
 
 // startBackground runs `anycloud controller` detached, logging to
 // controller.log, and waits until it answers.
-func (f *Factory) startBackground(ctx context.Context, home string) error {
+func (f *Factory) startBackground(ctx context.Context, home string, args ...string) error {
 	exe := f.Executable
 	if exe == "" {
 		var err error
@@ -119,7 +119,7 @@ func (f *Factory) startBackground(ctx context.Context, home string) error {
 		return fmt.Errorf("open %s: %w", logPath, err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(exe, "controller", "--home", home)
+	cmd := exec.Command(exe, append([]string{"controller", "--home", home}, args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	// Never the CLI's whole environment: a secret exported for this

@@ -8,12 +8,15 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/anycloud/anycloud/api"
 	"github.com/anycloud/anycloud/controller"
@@ -55,6 +58,9 @@ type Config struct {
 	// 127.0.0.1 on a free port when empty. `anycloud dashboard` asks the
 	// API for the URL.
 	DashboardAddr string
+	// MetricsAddr, when set, also serves /metrics (Prometheus) on TCP at
+	// this loopback address; the API socket always serves it.
+	MetricsAddr string
 }
 
 // MemoryLimit is the control plane process's soft memory limit
@@ -78,13 +84,26 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer os.Remove(pidPath)
 
-	provs := &providers{cluster: store.ClusterID(), home: cfg.Home, tuneAWS: cfg.TuneAWS}
+	reg, requests := newRegistry()
+	provs := &providers{cluster: store.ClusterID(), home: cfg.Home, tuneAWS: cfg.TuneAWS, requests: requests}
 	defer provs.close()
 	ctrl := controller.New(controller.Options{
 		Store: store, Providers: provs, Log: log.WithName("controller"),
-		Resync: cfg.Resync, OrphanGrace: cfg.OrphanGrace,
+		Resync: cfg.Resync, OrphanGrace: cfg.OrphanGrace, Metrics: reg,
 	})
-	srv := &api.Server{Store: store, Sealing: box, Log: log.WithName("api"), Version: cfg.Version, Logs: ctrl.Logs, SSH: ctrl.SSHInfo}
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	srv := &api.Server{Store: store, Sealing: box, Log: log.WithName("api"), Version: cfg.Version, Logs: ctrl.Logs, SSH: ctrl.SSHInfo, Metrics: metrics}
+	var metricsLn net.Listener
+	if cfg.MetricsAddr != "" {
+		if metricsLn, err = listenLoopback(cfg.MetricsAddr); err != nil {
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+		defer metricsLn.Close()
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metrics)
+		go (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(metricsLn)
+		log.Info("metrics serving", "url", "http://"+metricsLn.Addr().String()+"/metrics")
+	}
 	sock := filepath.Join(cfg.Home, api.SocketFile)
 	ln, err := api.Listen(sock)
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/anycloud/anycloud/manifests"
 	"github.com/anycloud/anycloud/provider"
 	awsprovider "github.com/anycloud/anycloud/provider/aws"
@@ -28,6 +30,8 @@ type providers struct {
 	home    string
 	// tuneAWS adjusts each AWS provider's options (tests shorten retries).
 	tuneAWS func(*awsprovider.Options)
+	// requests counts the providers' cloud requests (/metrics).
+	requests *prometheus.CounterVec
 
 	mu    sync.Mutex
 	local *local.Provider
@@ -106,6 +110,7 @@ func (p *providers) For(ctx context.Context, creds *manifests.Credentials, secre
 			Client: clients.EC2, SSM: clients.SSM, Key: "aws/" + creds.Metadata.Name + "/" + clients.Region, Region: clients.Region, Cluster: p.cluster,
 			SSH: awsprovider.SSH{Home: p.home, LoopbackOnly: awsprovider.IsLoopbackEndpoint(a.EndpointURL)},
 		}
+		opts.Requests = p.requests
 		if ok {
 			opts.Limits = old.prov.Limits()
 		}

@@ -30,6 +30,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/smithy-go"
 	"github.com/cenkalti/backoff/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/anycloud/anycloud/manifests"
@@ -99,6 +100,9 @@ type Options struct {
 	// Limits are the request buckets of the scope; nil makes full ones.
 	// Pass the old provider's to a provider that replaces it.
 	Limits *Limits
+	// Requests counts every request sent, by action and outcome (ok,
+	// throttled, error), labelled provider "aws"; nil counts nothing.
+	Requests *prometheus.CounterVec
 }
 
 // RetryPolicy bounds cloud-side retries.
@@ -117,6 +121,7 @@ type Provider struct {
 	ssh      SSH
 	retry    RetryPolicy
 	limits   *Limits
+	requests *prometheus.CounterVec
 
 	mu     sync.Mutex
 	images map[string]string // default AMI per kind ("x86_64", "gpu"), resolved once
@@ -142,7 +147,7 @@ func New(o Options) *Provider {
 	}
 	return &Provider{
 		ec2: o.Client, ssm: o.SSM, gpuParam: o.GPUImageParameter, key: o.Key, region: o.Region, cluster: o.Cluster, ssh: o.SSH,
-		retry: o.Retry, limits: o.Limits, images: map[string]string{}, gpus: map[string]bool{},
+		retry: o.Retry, limits: o.Limits, requests: o.Requests, images: map[string]string{}, gpus: map[string]bool{},
 	}
 }
 
@@ -503,12 +508,28 @@ func (p *Provider) call(ctx context.Context, b *rate.Limiter, op string, fn func
 			return backoff.Permanent(err)
 		}
 		err := classify(fn(ctx), op, p.region)
+		p.count(op, err)
 		if err == nil || retryable(err) {
 			return err
 		}
 		return backoff.Permanent(err)
 	}
 	return backoff.Retry(attempt, backoff.WithContext(bo, ctx))
+}
+
+// count records one request's outcome.
+func (p *Provider) count(op string, err error) {
+	if p.requests == nil {
+		return
+	}
+	outcome := "ok"
+	switch {
+	case errors.Is(err, provider.ErrThrottled):
+		outcome = "throttled"
+	case err != nil:
+		outcome = "error"
+	}
+	p.requests.WithLabelValues("aws", op, outcome).Inc()
 }
 
 // retryable reports whether a short retry may help.
