@@ -30,6 +30,7 @@ type bootingCloud struct {
 	dials     int
 	firstDial time.Time
 	describes int
+	lists     int
 }
 
 // now is vm as the cloud sees it now: pending for a while after launch.
@@ -60,6 +61,7 @@ func (b *bootingCloud) Launch(_ context.Context, req provider.LaunchRequest) (pr
 func (b *bootingCloud) List(context.Context) ([]provider.VM, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.lists++
 	var out []provider.VM
 	for _, vm := range b.vms {
 		out = append(out, b.now(vm))
@@ -304,5 +306,27 @@ func TestALaunchedVMIsDialledSoonAfterItRunsNotAtTheNextResync(t *testing.T) {
 	cloud.mu.Unlock()
 	if later != describes {
 		t.Errorf("an idle deployment was described %d more times by the close watch", later-describes)
+	}
+}
+
+// TestManyStartingVMsAreListedNotDescribedByID: past 200 VMs, the close
+// watch lists the scope (1000 a page) instead of describing 200 ids a
+// call, and waits longer between polls.
+func TestManyStartingVMsAreListedNotDescribedByID(t *testing.T) {
+	clock := newFakeClock()
+	cloud := &bootingCloud{clock: clock, vms: map[string]provider.VM{}, pendingFor: time.Hour}
+	c := New(Options{Providers: oneProvider{cloud}, Log: logr.Discard(), Clock: clock})
+	c.close.manual = true
+	ctx := context.Background()
+	for i := range 2500 {
+		vm, _ := cloud.Launch(ctx, provider.LaunchRequest{Deployment: fmt.Sprintf("d%d", i), UID: fmt.Sprintf("u%d", i), Attempt: 1})
+		c.close.watch(ctx, cloud, vm.ID)
+	}
+	c.close.pollAll(ctx)
+	if cloud.describes != 0 || cloud.lists != 1 {
+		t.Errorf("2,500 starting VMs: %d describes and %d listings, want one listing", cloud.describes, cloud.lists)
+	}
+	if got := c.close.period(c.close.scopes[cloud.Key()]); got != 3*WatchPeriod {
+		t.Errorf("pause between polls of 2,500 VMs = %v, want %v", got, 3*WatchPeriod)
 	}
 }

@@ -94,12 +94,28 @@ func (w *closeWatch) loop(ctx context.Context, s *watchedScope) {
 			s.running = false
 			w.mu.Unlock()
 			return
-		case <-after(w.c.clock, WatchPeriod):
+		case <-after(w.c.clock, w.period(s)):
 		}
 		if !w.poll(ctx, s, d) {
 			return
 		}
 	}
+}
+
+// maxDescribed is the most VMs the close watch describes by id; past it,
+// one listing of the scope (1000 a page) is cheaper than batches of 200
+// ids, and the pause between polls grows with the pages.
+const maxDescribed = 200
+
+// period is the pause before the next poll of s.
+func (w *closeWatch) period(s *watchedScope) time.Duration {
+	w.mu.Lock()
+	n := len(s.ids)
+	w.mu.Unlock()
+	if n <= maxDescribed {
+		return WatchPeriod
+	}
+	return WatchPeriod * time.Duration(1+n/1000)
 }
 
 // poll describes the scope's watched VMs once, records what changed and
@@ -109,6 +125,20 @@ func (w *closeWatch) poll(ctx context.Context, s *watchedScope, d provider.Descr
 	ids := w.due(s)
 	if len(ids) == 0 {
 		return false
+	}
+	if len(ids) > maxDescribed {
+		uids, err := w.c.vms.relist(ctx, s.prov)
+		if err != nil {
+			w.c.log.V(1).Info("list watched VMs failed", "scope", s.prov.Key(), "vms", len(ids), "error", err.Error())
+			return true
+		}
+		for _, uid := range uids {
+			for _, vm := range w.c.vms.cached(s.prov, uid) {
+				w.c.queue.Add(vm.Deployment)
+				break
+			}
+		}
+		return true
 	}
 	vms, err := d.Describe(ctx, ids)
 	if err != nil {
