@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"time"
 )
 
@@ -426,14 +427,69 @@ func Unmarshal(k Kind, data []byte) (Object, error) {
 }
 
 // DeepCopy returns a copy of o that shares nothing with it. Objects read
-// from the store or a cache are copied before they are changed.
+// from the store or a cache are copied before they are changed. It walks
+// the value with reflection (the controller copies objects several times
+// a reconcile; a JSON round trip cost more than the reconcile itself).
 func DeepCopy[T Object](o T) T {
-	b := mustJSON(o)
-	c, err := Unmarshal(o.GetKind(), b)
-	if err != nil {
-		panic(fmt.Sprintf("manifests: copy: %v", err))
+	v := reflect.ValueOf(o)
+	if v.Kind() != reflect.Pointer || v.IsNil() {
+		return o
 	}
-	return c.(T)
+	return deepCopy(v).Interface().(T)
+}
+
+// deepCopy copies v, following pointers, slices and maps. Structs are
+// copied field by field; a struct with unexported fields (time.Time) is
+// a value and copied as one.
+func deepCopy(v reflect.Value) reflect.Value {
+	switch v.Kind() {
+	case reflect.Pointer:
+		if v.IsNil() {
+			return reflect.Zero(v.Type())
+		}
+		out := reflect.New(v.Type().Elem())
+		out.Elem().Set(deepCopy(v.Elem()))
+		return out
+	case reflect.Slice:
+		if v.IsNil() {
+			return reflect.Zero(v.Type())
+		}
+		out := reflect.MakeSlice(v.Type(), v.Len(), v.Len())
+		for i := range v.Len() {
+			out.Index(i).Set(deepCopy(v.Index(i)))
+		}
+		return out
+	case reflect.Map:
+		if v.IsNil() {
+			return reflect.Zero(v.Type())
+		}
+		out := reflect.MakeMapWithSize(v.Type(), v.Len())
+		for it := v.MapRange(); it.Next(); {
+			out.SetMapIndex(it.Key(), deepCopy(it.Value()))
+		}
+		return out
+	case reflect.Struct:
+		t := v.Type()
+		out := reflect.New(t).Elem()
+		for i := range t.NumField() {
+			if !t.Field(i).IsExported() {
+				out.Set(v) // a value type with private state (time.Time)
+				return out
+			}
+		}
+		for i := range t.NumField() {
+			out.Field(i).Set(deepCopy(v.Field(i)))
+		}
+		return out
+	case reflect.Interface:
+		if v.IsNil() {
+			return reflect.Zero(v.Type())
+		}
+		out := reflect.New(v.Type()).Elem()
+		out.Set(deepCopy(v.Elem()))
+		return out
+	}
+	return v
 }
 
 // Ref returns the reference to o.
