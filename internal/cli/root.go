@@ -220,6 +220,9 @@ Credentials manifests; a local control plane keeps the cloud matching them.`,
 		NewCmdUp(f, nil),
 		NewCmdDown(f, nil),
 		NewCmdDashboard(f, nil),
+		NewCmdLogin(f, nil),
+		NewCmdLogout(f, nil),
+		NewCmdAuth(f),
 		NewCmdVersion(f),
 	)
 	return root
