@@ -67,7 +67,14 @@ type Controller struct {
 
 	queue *Queue
 	vms   *vmCache
+	boot  *bootBackoff
 	seq   atomic.Uint64
+	// seen is, per deployment name, what the controller last saw of it
+	// that calls for a reconcile (changeKey): a watch event that changes
+	// nothing of that — the controller's own status writes — is dropped,
+	// as controller-runtime's generation predicate drops them.
+	seenMu sync.Mutex
+	seen   map[string]string
 
 	mu sync.Mutex
 	// orphans maps, per provider scope, the VM ids that no deployment
@@ -92,7 +99,8 @@ func New(o Options) *Controller {
 	return &Controller{
 		store: o.Store, providers: o.Providers, log: o.Log, clock: o.Clock,
 		resync: o.Resync, workers: o.Workers, grace: o.OrphanGrace,
-		queue: NewQueue(o.Clock, o.Queue), vms: newVMCache(), orphans: map[string]map[string]time.Time{},
+		queue: NewQueue(o.Clock, o.Queue), vms: newVMCache(), boot: newBootBackoff(), seen: map[string]string{},
+		orphans: map[string]map[string]time.Time{},
 	}
 }
 
@@ -214,7 +222,7 @@ func (c *Controller) Reconcile(ctx context.Context, req Request) (Result, error)
 	var result Result
 	for round := 0; ; round++ {
 		_, needsBootstrap := prov.(provider.Bootstrapper)
-		plan := reconcile.Decide(reconcile.Input{Deployment: d, Observed: observed, Now: c.clock.Now(), NeedsBootstrap: needsBootstrap})
+		plan := reconcile.Decide(reconcile.Input{Deployment: d, Observed: observed, Now: c.clock.Now(), NeedsBootstrap: needsBootstrap, BootTimeout: bootTimeout(d)})
 		if plan.Status.VM != nil && plan.Status.VM.Scope == "" {
 			plan.Status.VM.Scope = prov.Key()
 		}
@@ -236,6 +244,7 @@ func (c *Controller) Reconcile(ctx context.Context, req Request) (Result, error)
 				return Result{}, fmt.Errorf("remove finalizer: %w", err)
 			}
 			c.vms.forget(prov, d.Metadata.UID)
+			c.boot.forget(d.Metadata.UID)
 			if r, ok := prov.(provider.Releaser); ok {
 				if err := r.Release(ctx, d.Metadata.UID); err != nil {
 					log.Error(err, "release provider resources")
@@ -245,12 +254,14 @@ func (c *Controller) Reconcile(ctx context.Context, req Request) (Result, error)
 			return Result{}, nil
 		}
 		if plan.Bootstrap {
-			ok, err := c.bootstrap(ctx, prov.(provider.Bootstrapper), d, plan.Status)
-			if err != nil {
-				return Result{}, err
+			// A VM still booting is tried on its own schedule, whatever
+			// queued the deployment sooner.
+			if wait := c.boot.wait(d.Metadata.UID, plan.Status.VM.ID, c.clock.Now()); wait > 0 {
+				return Result{RequeueAfter: wait}, nil
 			}
-			if !ok {
-				return Result{}, nil // waiting for a bundle; status says why
+			res, ok, err := c.bootstrap(ctx, prov.(provider.Bootstrapper), d, plan.Status)
+			if err != nil || !ok {
+				return res, err // a missing bundle or a VM still booting: status says which
 			}
 			obj, err := c.store.Get(ctx, manifests.KindDeployment, d.Metadata.Name)
 			if err != nil {
@@ -333,6 +344,7 @@ func (c *Controller) launch(ctx context.Context, prov provider.Provider, d *mani
 	}
 	if a := d.Spec.AWS; a != nil {
 		req.ImageID, req.Region, req.SubnetID, req.SecurityGroupIDs = a.ImageID, a.Region, a.SubnetID, a.SecurityGroupIDs
+		req.MetadataHopLimit = a.MetadataHopLimit
 	}
 	vm, err := prov.Launch(ctx, req)
 	clear(env)
@@ -392,21 +404,24 @@ func (c *Controller) launch(ctx context.Context, prov provider.Provider, d *mani
 
 // bootstrap starts the workload on the running VM recorded in st, with
 // secrets resolved now, and records that it did and which bundle versions
-// went in. It reports false when a bundle is missing.
-func (c *Controller) bootstrap(ctx context.Context, b provider.Bootstrapper, d *manifests.Deployment, st manifests.DeploymentStatus) (bool, error) {
+// went in. It reports false when the workload did not start: a bundle is
+// missing (retried when it appears), or the VM cannot be reached yet
+// (retried after the boot back-off, returned as RequeueAfter: a booting VM
+// is expected, not an error).
+func (c *Controller) bootstrap(ctx context.Context, b provider.Bootstrapper, d *manifests.Deployment, st manifests.DeploymentStatus) (Result, bool, error) {
 	log := logr.FromContextOrDiscard(ctx)
 	d, err := c.writeStatus(ctx, d, st)
 	if err != nil {
-		return false, err
+		return Result{}, false, err
 	}
 	st = manifests.DeepCopy(d).Status
 	env, versions, missing, err := c.resolve(ctx, d)
 	if err != nil {
-		return false, err
+		return Result{}, false, err
 	}
 	if len(missing) > 0 {
 		msg := fmt.Sprintf("secret bundle(s) %s not found; the workload is started when they exist", strings.Join(missing, ", "))
-		return false, c.notReady(ctx, d, st, reconcile.ReasonSecretBundleNotFound, msg)
+		return Result{}, false, c.notReady(ctx, d, st, reconcile.ReasonSecretBundleNotFound, msg)
 	}
 	vm := st.VM
 	req := provider.LaunchRequest{
@@ -421,17 +436,20 @@ func (c *Controller) bootstrap(ctx context.Context, b provider.Bootstrapper, d *
 		c.event(ctx, d, state.EventWarning, reconcile.ReasonBootstrapFailed, msg)
 		reconcile.SetStalled(&st, reconcile.ReasonBootstrapFailed, msg+"; fix the bundle or deployment, then `anycloud resubmit`", d.Metadata.Generation, c.clock.Now())
 		if _, werr := c.writeStatus(ctx, d, st); werr != nil {
-			return false, werr
+			return Result{}, false, werr
 		}
-		return false, fmt.Errorf("%w: %v", ErrTerminal, err)
+		return Result{}, false, fmt.Errorf("%w: %w", ErrTerminal, err)
 	}
 	if err != nil {
 		msg := fmt.Sprintf("start the workload on VM %s: %v", vm.ID, err)
 		if werr := c.notReady(ctx, d, st, reconcile.ReasonBootstrapFailed, msg); werr != nil {
-			return false, errors.Join(err, werr)
+			return Result{}, false, errors.Join(err, werr)
 		}
-		return false, err // retried with back-off: sshd may still be starting
+		delay := c.boot.failed(d.Metadata.UID, vm.ID, c.clock.Now())
+		log.V(1).Info("workload not started yet; trying again", "vm", vm.ID, "after", delay.String(), "error", err.Error())
+		return Result{RequeueAfter: delay}, false, nil
 	}
+	c.boot.forget(d.Metadata.UID)
 	st.VM.Bootstrapped = true
 	st.VM.BundleVersions = versions
 	var bv []string
@@ -445,7 +463,18 @@ func (c *Controller) bootstrap(ctx context.Context, b provider.Bootstrapper, d *
 	c.event(ctx, d, state.EventNormal, reconcile.ReasonBootstrapped, msg)
 	log.Info("workload started", "vm", vm.ID)
 	_, err = c.writeStatus(ctx, d, st)
-	return err == nil, err
+	return Result{}, err == nil, err
+}
+
+// bootTimeout is how long the deployment's VMs may take from launch to a
+// started workload before they are replaced.
+func bootTimeout(d *manifests.Deployment) time.Duration {
+	if a := d.Spec.AWS; a != nil {
+		if t := a.BootTimeoutDuration(); t > 0 {
+			return t
+		}
+	}
+	return reconcile.DefaultBootTimeout
 }
 
 // resolve reads every bundle the deployment names, as the store holds it
@@ -601,11 +630,46 @@ func (c *Controller) SSHInfo(ctx context.Context, name string) (provider.SSHInfo
 	return sa.SSHInfo(ctx, vm)
 }
 
-// watchDeployments queues every change of a deployment.
+// watchDeployments queues every change of a deployment that calls for a
+// reconcile: not the controller's own status writes, which would cancel
+// a pending back-off and make a failing step loop as fast as the machine
+// allows.
 func (c *Controller) watchDeployments(ctx context.Context) {
 	c.watch(ctx, manifests.KindDeployment, func(ev state.WatchEvent) {
-		c.queue.Add(ev.Object.GetMeta().Name)
+		if c.changed(ev) {
+			c.queue.Add(ev.Object.GetMeta().Name)
+		}
 	})
+}
+
+// changed reports whether a watch event changes what the controller acts
+// on, remembering what it saw.
+func (c *Controller) changed(ev state.WatchEvent) bool {
+	name := ev.Object.GetMeta().Name
+	c.seenMu.Lock()
+	defer c.seenMu.Unlock()
+	if ev.Type == state.Deleted {
+		delete(c.seen, name)
+		return true
+	}
+	key := changeKey(ev.Object.(*manifests.Deployment))
+	if c.seen[name] == key {
+		return false
+	}
+	c.seen[name] = key
+	return true
+}
+
+// changeKey is what of a deployment calls for a reconcile when it
+// changes: its identity, its spec (through the generation), its deletion,
+// its finalizers and its resubmit marker. Status is the controller's own.
+func changeKey(d *manifests.Deployment) string {
+	m := d.Metadata
+	deleting := ""
+	if m.DeletionTimestamp != nil {
+		deleting = m.DeletionTimestamp.String()
+	}
+	return fmt.Sprintf("%s|%d|%s|%s|%s", m.UID, m.Generation, deleting, strings.Join(m.Finalizers, ","), reconcile.RestartMarker(d))
 }
 
 // watchBundles queues the users of a bundle that appears or changes, so

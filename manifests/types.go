@@ -210,6 +210,27 @@ type DeploymentAWS struct {
 	// SecurityGroupIDs must let this machine reach port 22 (the SSH
 	// bootstrap); empty uses the VPC's default group.
 	SecurityGroupIDs []string `json:"securityGroupIds,omitempty"`
+	// BootTimeout is how long a VM may take from launch until its
+	// workload is started (a Go duration such as "15m"); past it the VM
+	// is replaced. Default 10m.
+	BootTimeout string `json:"bootTimeout,omitempty"`
+	// MetadataHopLimit is the IMDSv2 response hop limit (1 to 64). The
+	// default, 1, keeps the instance's role credentials from containers on
+	// a bridge network; 2 lets them reach the metadata service.
+	MetadataHopLimit int `json:"metadataHopLimit,omitempty"`
+}
+
+// BootTimeoutDuration is BootTimeout parsed, or 0 when unset or invalid
+// (validation reports an invalid one).
+func (a *DeploymentAWS) BootTimeoutDuration() time.Duration {
+	if a == nil || a.BootTimeout == "" {
+		return 0
+	}
+	d, err := time.ParseDuration(a.BootTimeout)
+	if err != nil || d <= 0 {
+		return 0
+	}
+	return d
 }
 
 // Deployment phases, for people. Conditions are the contract.

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Default fills in what the user may leave out.
@@ -153,6 +154,16 @@ func Validate(o Object) ErrorList {
 				if msg := validateContainerPath(src.Path); msg != "" {
 					add("spec.source.path", "%s", msg)
 				}
+			}
+		}
+		if a := s.AWS; a != nil {
+			if a.BootTimeout != "" {
+				if d, err := time.ParseDuration(a.BootTimeout); err != nil || d < time.Minute {
+					add("spec.aws.bootTimeout", "%q is not a duration of at least 1m (such as 15m)", a.BootTimeout)
+				}
+			}
+			if a.MetadataHopLimit != 0 && (a.MetadataHopLimit < 1 || a.MetadataHopLimit > 64) {
+				add("spec.aws.metadataHopLimit", "%d is out of range (1 to 64)", a.MetadataHopLimit)
 			}
 		}
 	case *SecretBundle:

@@ -28,6 +28,9 @@ type Input struct {
 	// NeedsBootstrap says the provider starts the workload in a step
 	// after launch (provider.Bootstrapper).
 	NeedsBootstrap bool
+	// BootTimeout is how long a VM may run without its workload started
+	// before it is replaced (default DefaultBootTimeout).
+	BootTimeout time.Duration
 }
 
 // Plan is what to do.
@@ -71,6 +74,7 @@ const (
 	ReasonBootstrapping         = "Bootstrapping"
 	ReasonBootstrapped          = "Bootstrapped"
 	ReasonBootstrapFailed       = "BootstrapFailed"
+	ReasonBootstrapTimeout      = "BootstrapTimeout"
 	ReasonLaunched              = "Launched"
 	ReasonRunning               = "Running"
 	ReasonAdopted               = "Adopted"
@@ -104,6 +108,9 @@ const (
 	RecoveryBackOffMax  = 5 * time.Minute
 	// PendingPoll is how often to look at a VM that is still starting.
 	PendingPoll = 2 * time.Second
+	// DefaultBootTimeout bounds how long a VM may take from launch until
+	// its workload is started; then it is replaced.
+	DefaultBootTimeout = 10 * time.Minute
 )
 
 // RestartMarker is the deployment's resubmit marker.
@@ -192,12 +199,30 @@ func Decide(in Input) Plan {
 		// A launch for this generation and marker cannot succeed; wait
 		// for the user to change the spec or resubmit.
 
+	case cur != nil && cur.State == provider.StateRunning && in.NeedsBootstrap && (st.VM == nil || st.VM.ID != cur.ID || !st.VM.Bootstrapped) &&
+		bootTimedOut(*cur, st, in):
+		// The VM never took its workload: replace it rather than wait
+		// forever for one that will not come up.
+		timeout := bootTimeout(in)
+		p.Terminate = append(p.Terminate, *cur)
+		p.Events = append(p.Events, Event{"Warning", ReasonBootstrapTimeout,
+			fmt.Sprintf("VM %s did not accept the workload within %s of its launch; replacing it", cur.ID, timeout)})
+		startAttempt(&p, d, target+1, false, in.Now)
+		setReady(st, manifests.ConditionFalse, ReasonBootstrapTimeout,
+			fmt.Sprintf("VM %s did not accept the workload within %s; launching attempt %d", cur.ID, timeout, target+1), gen, in.Now)
+
 	case cur != nil && cur.State == provider.StateRunning && in.NeedsBootstrap && (st.VM == nil || st.VM.ID != cur.ID || !st.VM.Bootstrapped):
+		retrying := st.VM != nil && st.VM.ID == cur.ID && readyReason(st) == ReasonBootstrapFailed
 		st.VM = vmStatus(*cur, st.VM, d)
 		if st.Phase != manifests.PhaseRecovering {
 			st.Phase = manifests.PhaseLaunching
 		}
-		setReady(st, manifests.ConditionFalse, ReasonBootstrapping, fmt.Sprintf("VM %s is running; starting the workload", cur.ID), gen, in.Now)
+		// While the bootstrap of this VM is retried, its last failure
+		// stays the reason: rewriting it each try would churn the store
+		// and move the condition's transition time.
+		if !retrying {
+			setReady(st, manifests.ConditionFalse, ReasonBootstrapping, fmt.Sprintf("VM %s is running; starting the workload", cur.ID), gen, in.Now)
+		}
 		setReconciling(st, ReasonBootstrapping, "starting the workload over SSH", in.Now)
 		p.Bootstrap = true
 
@@ -293,6 +318,28 @@ func Decide(in Input) Plan {
 		setReconciling(st, ReasonLaunching, fmt.Sprintf("launching attempt %d", target), in.Now)
 	}
 	return p
+}
+
+func bootTimeout(in Input) time.Duration {
+	if in.BootTimeout > 0 {
+		return in.BootTimeout
+	}
+	return DefaultBootTimeout
+}
+
+// bootTimedOut reports whether vm has run for longer than the boot
+// timeout and the last try to start its workload failed. (A VM found
+// after a long outage of the control plane is tried before it is judged.)
+func bootTimedOut(vm provider.VM, st *manifests.DeploymentStatus, in Input) bool {
+	tried := st.VM != nil && st.VM.ID == vm.ID && readyReason(st) == ReasonBootstrapFailed
+	return tried && !vm.LaunchedAt.IsZero() && in.Now.Sub(vm.LaunchedAt) > bootTimeout(in)
+}
+
+func readyReason(st *manifests.DeploymentStatus) string {
+	if c := manifests.FindCondition(st.Conditions, manifests.ConditionReady); c != nil {
+		return c.Reason
+	}
+	return ""
 }
 
 // preferVM reports whether a should be the current attempt's VM rather than

@@ -124,6 +124,13 @@ func runningOn(v provider.VM) func(*manifests.Deployment) {
 	}
 }
 
+// bootstrapFailed records a failed try to start the workload on the
+// status's VM, as the controller does when SSH is refused.
+func bootstrapFailed(d *manifests.Deployment) {
+	reconcile.SetReady(&d.Status, manifests.ConditionFalse, reconcile.ReasonBootstrapFailed,
+		"start the workload on VM "+d.Status.VM.ID+": connection refused", d.Metadata.Generation, earlier)
+}
+
 // stalled records that the current attempt cannot succeed, as the controller
 // does after a launch the provider calls invalid.
 func stalled(d *manifests.Deployment) {
@@ -222,7 +229,81 @@ func TestDecide(t *testing.T) {
 		messages map[string]string
 		// check makes assertions the outcome does not cover.
 		check func(t *testing.T, in reconcile.Input, p reconcile.Plan)
+		// bootstrap: the provider starts workloads over SSH (aws).
+		bootstrap   bool
+		bootTimeout time.Duration
 	}{
+		{
+			name:      "running VM of a bootstrapping provider gets its workload started",
+			d:         dep(launchedOn(vm("i-1", 1, provider.StateRunning), manifests.PhaseLaunching)),
+			observed:  []provider.VM{vm("i-1", 1, provider.StateRunning)},
+			bootstrap: true,
+			want: outcome{
+				Attempt: 1, AttemptGeneration: 1, VM: "i-1",
+				Phase: manifests.PhaseLaunching, Ready: "False Bootstrapping", Reconciling: true,
+			},
+			check: func(t *testing.T, _ reconcile.Input, p reconcile.Plan) {
+				if !p.Bootstrap {
+					t.Error("no bootstrap planned")
+				}
+			},
+		},
+		{
+			name:      "a failed bootstrap being retried keeps its reason and transition time",
+			d:         dep(launchedOn(vm("i-1", 1, provider.StateRunning), manifests.PhaseLaunching), bootstrapFailed),
+			observed:  []provider.VM{launchedAt(vm("i-1", 1, provider.StateRunning), recent)},
+			bootstrap: true,
+			want: outcome{
+				Attempt: 1, AttemptGeneration: 1, VM: "i-1",
+				Phase: manifests.PhaseLaunching, Ready: "False BootstrapFailed", Reconciling: true,
+			},
+			check: func(t *testing.T, in reconcile.Input, p reconcile.Plan) {
+				if !p.Bootstrap {
+					t.Error("no bootstrap planned")
+				}
+				ready := manifests.FindCondition(p.Status.Conditions, manifests.ConditionReady)
+				if !ready.LastTransitionTime.Equal(earlier) || ready.Message != "start the workload on VM i-1: connection refused" {
+					t.Errorf("Ready rewritten while retrying: %+v", ready)
+				}
+			},
+		},
+		{
+			name:      "a VM that never takes its workload within the boot timeout is replaced",
+			d:         dep(launchedOn(vm("i-1", 1, provider.StateRunning), manifests.PhaseLaunching), bootstrapFailed),
+			observed:  []provider.VM{vm("i-1", 1, provider.StateRunning)}, // launched an hour ago
+			bootstrap: true,
+			want: outcome{
+				Launch:    &reconcile.Launch{Attempt: 2},
+				Terminate: []string{"i-1"},
+				Attempt:   2, AttemptGeneration: 1,
+				Phase: manifests.PhaseLaunching, Ready: "False BootstrapTimeout", Reconciling: true,
+				Events: []string{"Warning BootstrapTimeout"},
+			},
+			messages: map[string]string{reconcile.ReasonBootstrapTimeout: "VM i-1 did not accept the workload within 10m0s"},
+		},
+		{
+			name:        "a deployment's own boot timeout is waited out",
+			d:           dep(launchedOn(vm("i-1", 1, provider.StateRunning), manifests.PhaseLaunching), bootstrapFailed),
+			observed:    []provider.VM{vm("i-1", 1, provider.StateRunning)},
+			bootstrap:   true,
+			bootTimeout: 2 * time.Hour,
+			want: outcome{
+				Attempt: 1, AttemptGeneration: 1, VM: "i-1",
+				Phase: manifests.PhaseLaunching, Ready: "False BootstrapFailed", Reconciling: true,
+			},
+		},
+		{
+			// A control plane back from a long outage tries the VM before
+			// judging it: its age alone is no reason to replace it.
+			name:      "an old VM not yet tried gets its workload started, not replaced",
+			d:         dep(launchedOn(vm("i-1", 1, provider.StateRunning), manifests.PhaseLaunching)),
+			observed:  []provider.VM{vm("i-1", 1, provider.StateRunning)},
+			bootstrap: true,
+			want: outcome{
+				Attempt: 1, AttemptGeneration: 1, VM: "i-1",
+				Phase: manifests.PhaseLaunching, Ready: "False Bootstrapping", Reconciling: true,
+			},
+		},
 		{
 			name: "new deployment launches attempt 1 and records what it is for",
 			d:    dep(generation(3), restartedAt(resubmit1)),
@@ -768,7 +849,7 @@ func TestDecide(t *testing.T) {
 			if at.IsZero() {
 				at = now
 			}
-			in := reconcile.Input{Deployment: tt.d, Observed: tt.observed, Now: at}
+			in := reconcile.Input{Deployment: tt.d, Observed: tt.observed, Now: at, NeedsBootstrap: tt.bootstrap, BootTimeout: tt.bootTimeout}
 			before := manifests.DeepCopy(tt.d)
 			observedBefore := slices.Clone(tt.observed)
 

@@ -3,24 +3,16 @@ package testenv
 import (
 	"bytes"
 	"context"
-	"net/http"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/anycloud/anycloud/internal/cloudemu"
 )
-
-// motoStartTimeout bounds how long StartMoto waits for moto_server to
-// answer HTTP.
-const motoStartTimeout = 20 * time.Second
-
-// motoListening is the line werkzeug prints once moto_server listens; with
-// -p0 it is the only place the kernel-chosen port appears.
-var motoListening = regexp.MustCompile(`Running on (http://127\.0\.0\.1:[0-9]+)`)
 
 // StartMoto starts a moto_server of its own for t on a free port of
 // 127.0.0.1, waits until it answers HTTP and returns its endpoint,
@@ -28,77 +20,15 @@ var motoListening = regexp.MustCompile(`Running on (http://127\.0\.0\.1:[0-9]+)`
 // killed when t ends. Without moto_server on PATH, t is Missing.
 func StartMoto(t testing.TB) string {
 	t.Helper()
-	bin, err := exec.LookPath("moto_server")
+	m, err := cloudemu.StartMoto(context.Background(), filepath.Join(t.TempDir(), "moto.log"), 0)
+	if errors.Is(err, cloudemu.ErrNoMoto) {
+		Missing(t, err.Error())
+	}
 	if err != nil {
-		Missing(t, "moto_server not on PATH (pip install 'moto[server]')")
+		t.Fatalf("%v", err)
 	}
-	logPath := filepath.Join(t.TempDir(), "moto.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	// -p0: the kernel picks the port and moto reports it, so no other
-	// process can take it between our choosing and moto's binding.
-	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", "0")
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	cmd.Env = append(os.Environ(), "PYTHONUNBUFFERED=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start moto_server: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		// The negative pid is the process group: moto_server and
-		// anything a wrapper (a pyenv shim) put in between.
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-exited
-	})
-
-	failf := func(format string, args ...any) {
-		t.Helper()
-		log, _ := os.ReadFile(logPath)
-		t.Fatalf(format+"\nmoto_server output (tail):\n%s", append(args, tail(log, 40))...)
-	}
-	deadline := time.Now().Add(motoStartTimeout)
-	var endpoint string
-	for {
-		log, _ := os.ReadFile(logPath)
-		if m := motoListening.FindSubmatch(log); m != nil {
-			endpoint = string(m[1])
-			break
-		}
-		select {
-		case <-exited:
-			failf("moto_server exited before listening: %v", cmd.ProcessState)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			failf("moto_server did not listen within %s", motoStartTimeout)
-		}
-	}
-	client := &http.Client{Timeout: time.Second}
-	for {
-		// Any HTTP answer will do: the server is up.
-		res, err := client.Get(endpoint + "/moto-api/")
-		if err == nil {
-			res.Body.Close()
-			return endpoint
-		}
-		select {
-		case <-exited:
-			failf("moto_server exited before answering: %v", cmd.ProcessState)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			failf("moto_server at %s did not answer within %s: %v", endpoint, motoStartTimeout, err)
-		}
-	}
+	t.Cleanup(m.Stop)
+	return m.Endpoint
 }
 
 // AWSEnv is the environment of an AWS CLI or SDK acting on the moto at
@@ -148,16 +78,3 @@ func AWSCLI(t testing.TB, endpoint string, args ...string) string {
 	return stdout.String()
 }
 
-// tail is the last n lines of b.
-func tail(b []byte, n int) []byte {
-	b = bytes.TrimRight(b, "\n")
-	for i := len(b) - 1; i >= 0; i-- {
-		if b[i] == '\n' {
-			n--
-			if n == 0 {
-				return b[i+1:]
-			}
-		}
-	}
-	return b
-}

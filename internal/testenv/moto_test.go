@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/anycloud/anycloud/internal/cloudemu"
 )
 
 func TestMotoAnswersTheAWSCLI(t *testing.T) {
@@ -67,7 +69,7 @@ func TestTail(t *testing.T) {
 		{"a\nb\nc\n", "b\nc"},
 		{"b\nc", "b\nc"},
 	} {
-		if got := string(tail([]byte(tc.in), 2)); got != tc.want {
+		if got := string(cloudemu.Tail([]byte(tc.in), 2)); got != tc.want {
 			t.Errorf("tail(%q, 2) = %q, want %q", tc.in, got, tc.want)
 		}
 	}

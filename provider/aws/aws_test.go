@@ -13,6 +13,8 @@ import (
 	sdkaws "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 
 	"github.com/anycloud/anycloud/internal/ec2proxy"
 	"github.com/anycloud/anycloud/internal/testenv"
@@ -37,26 +39,46 @@ func newRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { proxy.Close() })
+	return newRigOn(t, proxy, moto, awsprovider.SSH{Home: testenv.ShortTempDir(t)})
+}
+
+// gpuImage is the image the rig's SSM parameter names for GPU instance
+// types. (moto, like AWS, refuses to create parameters under /aws/, so
+// the rig uses a name of its own.)
+const (
+	gpuImageParameter = "/anycloud-test/deeplearning-base-ami"
+	gpuImage          = "ami-0d1a2b3c4d5e6f708"
+)
+
+// newRigOn is a rig whose provider talks to endpoint (a proxy in front of
+// moto) with the given SSH settings.
+func newRigOn(t *testing.T, proxy *ec2proxy.Proxy, moto string, sshOpts awsprovider.SSH) *rig {
+	t.Helper()
 	ctx := context.Background()
-	client, region, err := awsprovider.NewClient(ctx, awsprovider.ClientConfig{
+	clients, err := awsprovider.NewClients(ctx, awsprovider.ClientConfig{
 		Region: "us-east-1", AccessKeyID: "testing", SecretAccessKey: "testing", EndpointURL: proxy.URL(),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	outside, _, err := awsprovider.NewClient(ctx, awsprovider.ClientConfig{
+	outside, err := awsprovider.NewClients(ctx, awsprovider.ClientConfig{
 		Region: "us-east-1", AccessKeyID: "testing", SecretAccessKey: "testing", EndpointURL: moto,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	home := testenv.ShortTempDir(t)
+	if _, err := outside.SSM.PutParameter(ctx, &ssm.PutParameterInput{
+		Name: sdkaws.String(gpuImageParameter), Value: sdkaws.String(gpuImage), Type: ssmtypes.ParameterTypeString, Overwrite: sdkaws.Bool(true),
+	}); err != nil {
+		t.Fatal(err)
+	}
 	prov := awsprovider.New(awsprovider.Options{
-		Client: client, Key: "aws/test/" + region, Region: region, Cluster: "c0ffee",
-		SSH:   awsprovider.SSH{Home: home},
+		Client: clients.EC2, SSM: clients.SSM, GPUImageParameter: gpuImageParameter,
+		Key: "aws/test/" + clients.Region, Region: clients.Region, Cluster: "c0ffee",
+		SSH:   sshOpts,
 		Retry: awsprovider.RetryPolicy{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond, MaxElapsed: 5 * time.Second},
 	})
-	return &rig{proxy: proxy, prov: prov, outside: outside, home: home}
+	return &rig{proxy: proxy, prov: prov, outside: outside.EC2, home: sshOpts.Home}
 }
 
 func launchReq(name string, attempt int, spot bool) provider.LaunchRequest {
@@ -157,6 +179,11 @@ func TestNoSecretValueInUserDataOrAnyRequest(t *testing.T) {
 	}
 	if strings.Contains(string(ud), canary) || !strings.HasPrefix(string(ud), "#cloud-config") {
 		t.Errorf("user-data:\n%s", ud)
+	}
+	// The VM makes its own host key: no private key travels in user-data,
+	// which anyone allowed ec2:DescribeInstanceAttribute can read.
+	if strings.Contains(string(ud), "PRIVATE KEY") {
+		t.Errorf("user-data holds a private key:\n%s", ud)
 	}
 	if !strings.Contains(string(ud), "ssh-ed25519") {
 		t.Errorf("user-data lacks the deployment's keys:\n%s", ud)
@@ -313,5 +340,88 @@ func TestListPagesAtMaxResults1000(t *testing.T) {
 	}
 	if got := r.proxy.Count("DescribeInstances"); got != 2 {
 		t.Errorf("DescribeInstances pages = %d, want ceil(%d/1000) = 2", got, n)
+	}
+}
+
+func TestEveryLaunchRequiresIMDSv2(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	if _, err := r.prov.Launch(ctx, launchReq("imds", 1, false)); err != nil {
+		t.Fatal(err)
+	}
+	opened := launchReq("opened", 1, false)
+	opened.MetadataHopLimit = 2
+	if _, err := r.prov.Launch(ctx, opened); err != nil {
+		t.Fatal(err)
+	}
+	for _, inst := range r.instances(t) {
+		mo := inst.MetadataOptions
+		want := int32(1)
+		if tag(inst, awsprovider.TagDeployment) == "opened" {
+			want = 2
+		}
+		if mo == nil || mo.HttpTokens != types.HttpTokensStateRequired || sdkaws.ToInt32(mo.HttpPutResponseHopLimit) != want ||
+			mo.HttpEndpoint != types.InstanceMetadataEndpointStateEnabled {
+			t.Errorf("%s: metadata options %+v, want IMDSv2 required with hop limit %d", tag(inst, awsprovider.TagDeployment), mo, want)
+		}
+	}
+}
+
+func TestGPUInstanceTypesGetTheDeepLearningImage(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	gpu := launchReq("gpu", 1, true) // g6e.xlarge: one L40S
+	cpu := launchReq("cpu", 1, false)
+	cpu.VMType = "t3.micro"
+	own := launchReq("own", 1, false)
+	own.ImageID = "ami-0123456789abcdef0"
+	for _, req := range []provider.LaunchRequest{gpu, cpu, own, launchReq("gpu2", 1, true)} {
+		if _, err := r.prov.Launch(ctx, req); err != nil {
+			t.Fatalf("launch %s: %v", req.Deployment, err)
+		}
+	}
+	images := map[string]string{}
+	for _, inst := range r.instances(t) {
+		images[tag(inst, awsprovider.TagDeployment)] = sdkaws.ToString(inst.ImageId)
+	}
+	if images["gpu"] != gpuImage || images["gpu2"] != gpuImage {
+		t.Errorf("GPU instances got images %s, %s; want the SSM parameter's %s", images["gpu"], images["gpu2"], gpuImage)
+	}
+	if images["cpu"] == gpuImage || !strings.HasPrefix(images["cpu"], "ami-") {
+		t.Errorf("a CPU instance got image %q, want Amazon Linux", images["cpu"])
+	}
+	if images["own"] != own.ImageID {
+		t.Errorf("spec.aws.imageId %s was not used: %s", own.ImageID, images["own"])
+	}
+	// Each type is asked about once, the GPU image resolved once.
+	if got := r.proxy.Count("DescribeInstanceTypes"); got != 2 {
+		t.Errorf("DescribeInstanceTypes calls = %d, want one per instance type (2)", got)
+	}
+	if got := r.proxy.Count(""); got != 1 { // SSM's JSON protocol has no Action
+		t.Errorf("SSM calls = %d, want 1", got)
+	}
+}
+
+func TestAGPUTypeWithoutItsImageParameterIsAnInvalidLaunch(t *testing.T) {
+	moto := testenv.StartMoto(t)
+	proxy, err := ec2proxy.New(moto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	r := newRigOn(t, proxy, moto, awsprovider.SSH{Home: testenv.ShortTempDir(t)})
+	clients, _ := awsprovider.NewClients(context.Background(), awsprovider.ClientConfig{
+		Region: "us-east-1", AccessKeyID: "testing", SecretAccessKey: "testing", EndpointURL: proxy.URL(),
+	})
+	prov := awsprovider.New(awsprovider.Options{
+		Client: clients.EC2, SSM: clients.SSM, GPUImageParameter: "/anycloud-test/missing", Key: "aws/test/us-east-1", Region: "us-east-1", Cluster: "c0ffee",
+		Retry: awsprovider.RetryPolicy{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond, MaxElapsed: time.Second},
+	})
+	_, err = prov.Launch(context.Background(), launchReq("gpu", 1, true))
+	if !errors.Is(err, provider.ErrInvalid) || !strings.Contains(err.Error(), "/anycloud-test/missing") {
+		t.Errorf("err = %v, want ErrInvalid naming the parameter", err)
+	}
+	if n := len(r.instances(t)); n != 0 {
+		t.Errorf("%d instances launched without an image", n)
 	}
 }

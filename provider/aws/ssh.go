@@ -101,6 +101,9 @@ func (p *Provider) dial(ctx context.Context, vm provider.VM) (*ssh.Client, error
 		return nil, err
 	}
 	c, err := bootstrap.Dial(ctx, bootstrap.Target{Addr: addr, User: p.ssh.user(), Signer: keys.Signer, HostKey: hostKey})
+	if errors.Is(err, bootstrap.ErrHostKeyMismatch) {
+		return nil, err // not a VM still booting: someone else answers there
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", provider.ErrUnavailable, err)
 	}
