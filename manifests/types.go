@@ -170,11 +170,11 @@ type DeploymentSpec struct {
 	Secrets []string `json:"secrets,omitempty"`
 	// AWS holds settings that only the aws provider reads.
 	AWS *DeploymentAWS `json:"aws,omitempty"`
-	// Source is code to check out on the VM and mount into the container.
+	// Source is code to check out on the VM and put into the container.
 	Source *DeploymentSource `json:"source,omitempty"`
 }
 
-// DefaultSourcePath is where the checkout is mounted in the container.
+// DefaultSourcePath is where the checkout is in the container.
 const DefaultSourcePath = "/workspace"
 
 // DeploymentSource is a git repository checked out on the VM at exactly
@@ -187,7 +187,7 @@ type DeploymentSource struct {
 	Git string `json:"git"`
 	// Commit is the full SHA (not a branch, which can move).
 	Commit string `json:"commit"`
-	// Path is where the checkout appears in the container
+	// Path is where the checkout is in the container
 	// (DefaultSourcePath when empty) and the container's working
 	// directory.
 	Path string `json:"path,omitempty"`

@@ -53,7 +53,7 @@ manifest. Secrets come from bundles (--secret, repeatable, merged in order);
 an advisory to move it into a bundle.
 
 --git DIR sets spec.source from the git working tree at DIR: the VM clones
-its remote (as https) at exactly HEAD's commit and mounts the checkout at
+its remote (as https) at exactly HEAD's commit and puts the checkout at
 --source-path, the container's working directory. A tree with uncommitted
 or untracked changes is refused unless --allow-dirty: the VM would not get
 them.`,
@@ -90,7 +90,7 @@ them.`,
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", 10*time.Minute, "how long --wait waits")
 	cmd.Flags().StringVar(&o.GitDir, "git", "", "sync code: clone this working tree's remote at its HEAD commit on the VM")
 	cmd.Flags().BoolVar(&o.AllowDirty, "allow-dirty", false, "with --git: submit even with uncommitted changes (the VM gets HEAD without them)")
-	cmd.Flags().StringVar(&o.SourcePath, "source-path", manifests.DefaultSourcePath, "with --git: where the checkout is mounted in the container")
+	cmd.Flags().StringVar(&o.SourcePath, "source-path", manifests.DefaultSourcePath, "with --git: where the checkout is in the container (its working directory)")
 	cmd.Flags().BoolVar(&o.ExposeToken, "expose-token", true, "with --git: give the container the GitHub token as GITHUB_TOKEN")
 	return cmd
 }

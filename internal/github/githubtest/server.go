@@ -11,6 +11,7 @@ package githubtest
 
 import (
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -51,9 +52,17 @@ type Server struct {
 	granted  bool
 }
 
-// NewServer starts a fake GitHub that grants token on the first poll,
-// with scopes "repo, read:packages", and stops it when the test ends.
+// NewServer starts a fake GitHub on 127.0.0.1 that grants token on the
+// first poll, with scopes "repo, read:packages", and stops it when the
+// test ends.
 func NewServer(t testing.TB, token string) *Server {
+	t.Helper()
+	return NewServerOn(t, token, nil)
+}
+
+// NewServerOn is NewServer on the listener l (nil: a free port of
+// 127.0.0.1), for a fake that containers must reach too.
+func NewServerOn(t testing.TB, token string, l net.Listener) *Server {
 	t.Helper()
 	s := &Server{
 		Mux: http.NewServeMux(), ClientID: "fake-client-id",
@@ -64,12 +73,17 @@ func NewServer(t testing.TB, token string) *Server {
 	s.Mux.HandleFunc("POST /login/device/code", s.deviceCode)
 	s.Mux.HandleFunc("POST /login/oauth/access_token", s.accessToken)
 	s.Mux.HandleFunc("GET /user", s.user)
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		s.requests = append(s.requests, r.Method+" "+r.URL.Path)
 		s.mu.Unlock()
 		s.Mux.ServeHTTP(w, r)
 	}))
+	if l != nil {
+		s.Server.Listener.Close()
+		s.Server.Listener = l
+	}
+	s.Server.Start()
 	t.Cleanup(s.Close)
 	return s
 }
