@@ -53,6 +53,9 @@ type Options struct {
 	// left alone before it is terminated. Default 2m.
 	OrphanGrace time.Duration
 	Queue       QueueOptions
+	// GitHub reads the signed-in GitHub token at each VM creation (nil
+	// result: not logged in); nil when there is no login to read.
+	GitHub func(context.Context) (*provider.GitHubAuth, error)
 }
 
 // Controller keeps every Deployment's VM matching its manifest.
@@ -69,6 +72,8 @@ type Controller struct {
 	vms   *vmCache
 	boot  *bootBackoff
 	seq   atomic.Uint64
+	// github reads the GitHub login (Options.GitHub).
+	github func(context.Context) (*provider.GitHubAuth, error)
 	// seen is, per deployment name, what the controller last saw of it
 	// that calls for a reconcile (changeKey): a watch event that changes
 	// nothing of that — the controller's own status writes — is dropped,
@@ -100,7 +105,7 @@ func New(o Options) *Controller {
 		store: o.Store, providers: o.Providers, log: o.Log, clock: o.Clock,
 		resync: o.Resync, workers: o.Workers, grace: o.OrphanGrace,
 		queue: NewQueue(o.Clock, o.Queue), vms: newVMCache(), boot: newBootBackoff(), seen: map[string]string{},
-		orphans: map[string]map[string]time.Time{},
+		orphans: map[string]map[string]time.Time{}, github: o.GitHub,
 	}
 }
 
@@ -346,8 +351,13 @@ func (c *Controller) launch(ctx context.Context, prov provider.Provider, d *mani
 		req.ImageID, req.Region, req.SubnetID, req.SecurityGroupIDs = a.ImageID, a.Region, a.SubnetID, a.SecurityGroupIDs
 		req.MetadataHopLimit = a.MetadataHopLimit
 	}
+	if err := c.withGitHub(ctx, d, &req); err != nil {
+		clear(env)
+		return nil, err
+	}
 	vm, err := prov.Launch(ctx, req)
 	clear(env)
+	err = scrubGitHub(err, req.GitHub)
 	if err == nil {
 		// Known to the cache before anything else can fail, so that a
 		// delete racing this launch terminates it.
@@ -428,8 +438,13 @@ func (c *Controller) bootstrap(ctx context.Context, b provider.Bootstrapper, d *
 		Deployment: d.Metadata.Name, UID: d.Metadata.UID, Attempt: vm.Attempt, Token: provider.Token(d.Metadata.UID, vm.Attempt),
 		Image: d.Spec.Image, Command: d.Spec.Command, Env: env, VMType: d.Spec.VMType, Spot: d.Spec.Spot,
 	}
+	if err := c.withGitHub(ctx, d, &req); err != nil {
+		clear(env)
+		return Result{}, false, err
+	}
 	err = b.Bootstrap(ctx, provider.VM{ID: vm.ID, Deployment: d.Metadata.Name, UID: d.Metadata.UID, Attempt: vm.Attempt, Address: vm.Address}, req)
 	clear(env)
+	err = scrubGitHub(err, req.GitHub)
 	if errors.Is(err, provider.ErrInvalid) {
 		// Retrying cannot help (a value docker's env file cannot carry).
 		msg := fmt.Sprintf("start the workload on VM %s: %v", vm.ID, err)

@@ -36,7 +36,9 @@ type GitHub struct {
 }
 
 // String never shows the token.
-func (g GitHub) String() string { return fmt.Sprintf("bootstrap.GitHub{User: %q, Token: redacted}", g.User) }
+func (g GitHub) String() string {
+	return fmt.Sprintf("bootstrap.GitHub{User: %q, Token: redacted}", g.User)
+}
 
 // GoString never shows the token.
 func (g GitHub) GoString() string { return g.String() }
