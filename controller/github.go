@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/go-logr/logr"
+
 	"github.com/anycloud/anycloud/manifests"
 	"github.com/anycloud/anycloud/provider"
 )
@@ -27,8 +29,13 @@ func (c *Controller) withGitHub(ctx context.Context, d *manifests.Deployment, re
 		return nil
 	}
 	gh, err := c.github(ctx)
-	if err != nil {
+	if err != nil && d.Spec.Source != nil {
 		return fmt.Errorf("read the GitHub login: %w", err)
+	}
+	if err != nil {
+		// Only a private image needs it; its pull will say to log in.
+		logr.FromContextOrDiscard(ctx).Info("GitHub login unreadable; going on without it", "error", err.Error())
+		gh = nil
 	}
 	req.GitHub = gh
 	if gh == nil || d.Spec.Source == nil || !d.Spec.Source.TokenExposed() {

@@ -90,7 +90,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer provs.close()
 	ctrl := controller.New(controller.Options{
 		Store: store, Providers: provs, Log: log.WithName("controller"),
-		Resync: cfg.Resync, OrphanGrace: cfg.OrphanGrace,
+		Resync: cfg.Resync, OrphanGrace: cfg.OrphanGrace, GitHub: githubLogin(cfg.Home),
 	})
 	srv := &api.Server{Store: store, Sealing: box, Log: log.WithName("api"), Version: cfg.Version, Logs: ctrl.Logs, SSH: ctrl.SSHInfo}
 	sock := filepath.Join(cfg.Home, api.SocketFile)

@@ -144,6 +144,20 @@ func BridgeAddress(t testing.TB) string {
 			return c.Gateway.String()
 		}
 	}
+	// Older engines name no gateway: it is the bridge interface's own
+	// address.
+	name := res.Network.Options["com.docker.network.bridge.name"]
+	if name == "" {
+		name = "docker0"
+	}
+	if iface, err := net.InterfaceByName(name); err == nil {
+		addrs, _ := iface.Addrs()
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil {
+				return ipn.IP.String()
+			}
+		}
+	}
 	Missing(t, "the Docker engine's bridge network has no IPv4 gateway")
 	return ""
 }
