@@ -140,7 +140,10 @@ func StartRegistry(t testing.TB, user, password string) *Registry {
 	}
 	port, _ := network.ParsePort("5000/tcp")
 	created, err := docker.ContainerCreate(ctx, client.ContainerCreateOptions{
-		Config: &container.Config{Image: image, ExposedPorts: network.PortSet{port: struct{}{}}, Labels: map[string]string{"anycloud-test": "registry"}},
+		Config: &container.Config{
+			Image: image, ExposedPorts: network.PortSet{port: struct{}{}}, Labels: map[string]string{"anycloud-test": "registry"},
+			Env: []string{"OTEL_TRACES_EXPORTER=none"}, // no collector to send traces to
+		},
 		HostConfig: &container.HostConfig{
 			PortBindings: network.PortMap{port: {{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: "0"}}},
 		},
@@ -151,7 +154,8 @@ func StartRegistry(t testing.TB, user, password string) *Registry {
 	r := &Registry{User: user, Password: password, docker: docker, id: created.ID}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("registry log:\n%s", r.Log())
+			lines := strings.Split(strings.TrimSpace(r.Log()), "\n")
+			t.Logf("registry log (last lines):\n%s", strings.Join(lines[max(0, len(lines)-15):], "\n"))
 		}
 		docker.ContainerRemove(context.Background(), created.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
 	})

@@ -89,7 +89,8 @@ docker pull --quiet "$4" >/dev/null`
 // directory "$4". With a token file "$1", git gets the token from a
 // credential helper (beside the token, on tmpfs) that answers only for
 // URLs under "$5": the token is read from its file when git asks, never
-// put in a URL, an argument or the repository's config. No prompt, no
+// put in a URL, an argument or the repository's config. The helper is
+// run by sh, not executed: /run is often mounted noexec. No prompt, no
 // helper of the VM's configuration is used. It fetches just the commit
 // and, from a server that refuses a fetch by SHA, everything; then checks
 // that HEAD is exactly the commit.
@@ -105,7 +106,7 @@ if [ -n "$tok" ]; then
   printf '#!/bin/sh\ntest "$1" = get || exit 0\necho username=x-access-token\nprintf password=\nexec cat %s\n' "'$tok'" > "$helper"
   chmod 700 -- "$helper"
   trap 'rm -f -- "$helper"' EXIT
-  set -- "$@" -c "credential.$prefix.helper=$helper"
+  set -- "$@" -c "credential.$prefix.helper=!sh $helper"
 fi
 umask 022
 rm -rf -- "$dir"

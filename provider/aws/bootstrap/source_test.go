@@ -41,6 +41,22 @@ func cmdlines(t *testing.T) string {
 	return b.String()
 }
 
+// noexecTmpfs mounts a tmpfs as a VM's /run often is (noexec, nosuid,
+// nodev) for the test, or, where mounting is not allowed, takes a
+// directory in /dev/shm (a tmpfs on Linux).
+func noexecTmpfs(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "run")
+	os.MkdirAll(dir, 0o755)
+	if err := exec.Command("mount", "-t", "tmpfs", "-o", "noexec,nosuid,nodev,mode=755,size=16m", "tmpfs", dir).Run(); err == nil {
+		t.Cleanup(func() { exec.Command("umount", dir).Run() })
+		return filepath.Join(dir, "anycloud")
+	}
+	dir = filepath.Join("/dev/shm", "anycloud-test-"+randomHex(t, 6))
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
 func containsToken(s string) bool {
 	return strings.Contains(s, tokenCanary) || strings.Contains(s, base64.StdEncoding.EncodeToString([]byte(tokenCanary)))
 }
@@ -74,9 +90,7 @@ func newSourceEnv(t *testing.T) (*sourceEnv, context.Context) {
 	srv := httptest.NewServer(s.git)
 	t.Cleanup(srv.Close)
 	s.gitURL = srv.URL
-	// /dev/shm is a tmpfs on Linux, as /run is on a VM.
-	s.tokenDir = filepath.Join("/dev/shm", "anycloud-test-"+randomHex(t, 6))
-	t.Cleanup(func() { os.RemoveAll(s.tokenDir) })
+	s.tokenDir = noexecTmpfs(t)
 	d.w.Image = ref
 	d.w.TokenFile = filepath.Join(s.tokenDir, "github-token")
 	d.w.GitHub = &GitHub{Token: tokenCanary, User: "octocat", Registries: []string{s.registry.Host}, GitURL: srv.URL}
