@@ -6,7 +6,7 @@ DEMO_TAG  ?= anycloud-demo:latest
 DEMO_TOKEN ?= quickstart-demo-token
 export DEMO_TOKEN
 
-.PHONY: build test run bench lint demo-image screenshots clean
+.PHONY: build test run bench lint demo-image vm-image emulator screenshots clean fuzz
 
 build:
 	$(GO) build -o $(BIN) ./cmd/anycloud
@@ -30,12 +30,36 @@ run: build demo-image
 	@addr=$$(./$(BIN) get deploy hello -o json | sed -n 's/.*"address": "\([^"]*\)".*/\1/p'); \
 	  echo "The demo reports the env keys it received (never values): curl http://$$addr/env"; \
 	  if command -v curl >/dev/null; then curl -s "http://$$addr/env"; fi
-	@echo "Try:   docker kill \$$(docker ps -q --filter label=anycloud.deployment=hello)   then   ./$(BIN) describe deploy hello"
+	@echo "Try:   docker kill \$$(./$(BIN) get deploy hello -o jsonpath='{.status.vm.id}')   then   ./$(BIN) describe deploy hello"
 	@echo "Stop:  ./$(BIN) delete -f examples/quickstart --wait && ./$(BIN) down"
 
+# The cloud emulator's VM image (debootstrap, then docker import), built
+# once per machine: its tag is a hash of its inputs.
+vm-image:
+	./scripts/vm-image.sh
+
+# A cloud on this machine for the AWS path: moto, and a real VM per
+# instance. See README, "Trying the AWS path without an account".
+emulator: vm-image demo-image
+	$(GO) run ./cmd/anycloud-emulator
+
 test:
+	./scripts/vm-image.sh --if-possible
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
+	$(MAKE) fuzz FUZZTIME=3s
+
+# Fuzz targets (package:function), each run for FUZZTIME: briefly by
+# `make test`, for a minute each by `make fuzz`. Their seed corpora also
+# run as ordinary tests in every `go test`. A failing input is saved
+# under the package's testdata/fuzz and replayed by `go test` from then on.
+FUZZTIME ?= 1m
+FUZZ_TARGETS := ./manifests:FuzzDecode ./manifests:FuzzDecodeJSON ./seal:FuzzOpen ./seal:FuzzOpenSealed ./api:FuzzApply
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$fn in $$pkg for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
 
 bench:
 	./scripts/bench.sh

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/anycloud/anycloud/manifests"
@@ -52,6 +53,34 @@ func (c *Client) Version(ctx context.Context) (version, cluster string, err erro
 	var v map[string]string
 	err = c.do(ctx, "GET", "/v1/version", nil, &v)
 	return v["version"], v["cluster"], err
+}
+
+// PID returns the process id of the control plane that answers.
+func (c *Client) PID(ctx context.Context) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var v map[string]string
+	if err := c.do(ctx, "GET", "/v1/version", nil, &v); err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(v["pid"])
+}
+
+// Backup copies the store to w and returns how many bytes it wrote.
+func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
+	body, err := c.stream(ctx, "/v1/backup")
+	if err != nil {
+		return 0, err
+	}
+	defer body.Close()
+	return io.Copy(w, body)
+}
+
+// RotateKey asks for a new cipher key.
+func (c *Client) RotateKey(ctx context.Context) (state.RotateResult, error) {
+	var out state.RotateResult
+	err := c.do(ctx, "POST", "/v1/keys/rotate", nil, &out)
+	return out, err
 }
 
 // Apply writes objects in one transaction.
@@ -99,6 +128,13 @@ func (c *Client) Events(ctx context.Context, k manifests.Kind, name string) ([]s
 // Delete deletes an object; the result says whether it is gone or
 // Terminating.
 func (c *Client) Delete(ctx context.Context, k manifests.Kind, name string, opts state.DeleteOptions) (bool, error) {
+	res, err := c.DeleteWithResult(ctx, k, name, opts)
+	return res.Deleted, err
+}
+
+// DeleteWithResult deletes an object and says what the delete left
+// behind.
+func (c *Client) DeleteWithResult(ctx context.Context, k manifests.Kind, name string, opts state.DeleteOptions) (DeleteResponse, error) {
 	q := url.Values{}
 	if opts.Force {
 		q.Set("force", "true")
@@ -115,7 +151,7 @@ func (c *Client) Delete(ctx context.Context, k manifests.Kind, name string, opts
 		path += "?" + q.Encode()
 	}
 	err := c.do(ctx, "DELETE", path, nil, &out)
-	return out.Deleted, err
+	return out, err
 }
 
 // Resubmit asks for the deployment's VM to be replaced.

@@ -53,6 +53,17 @@ func ItemsFromDocuments(docs []manifests.Document, getenv func(string) string) (
 				secrets = map[string]string{"secretAccessKey": v}
 			}
 		}
+		if secrets != nil {
+			// Checked here, on the applying machine: JSON would turn
+			// invalid UTF-8 into U+FFFD on the way to the control plane.
+			what := fmt.Sprintf("secret bundle %q", obj.GetMeta().Name)
+			if obj.GetKind() == manifests.KindCredentials {
+				what = fmt.Sprintf("credentials %q", obj.GetMeta().Name)
+			}
+			for _, p := range manifests.CheckSecrets(what, secrets) {
+				errs = append(errs, d.Locate(&manifests.FieldError{Field: "spec", Msg: p}))
+			}
+		}
 		raw, err := json.Marshal(obj)
 		if err != nil {
 			return nil, warnings, err

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,8 +12,10 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-logr/logr"
 
@@ -22,8 +25,9 @@ import (
 	"github.com/anycloud/anycloud/state"
 )
 
-// maxBody bounds a request body; 10,000 manifests fit with room to spare.
-const maxBody = 256 << 20
+// maxBody bounds a request body (manifests.MaxRequestBytes): 10,000
+// manifests fit, a 200 MB value does not reach memory.
+const maxBody = manifests.MaxRequestBytes
 
 // Server serves the local API over HTTP. It holds no state of its own.
 type Server struct {
@@ -69,6 +73,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/deployments/{name}/resubmit", s.resubmit)
 	mux.HandleFunc("GET /v1/deployments/{name}/logs", s.logs)
 	mux.HandleFunc("GET /v1/deployments/{name}/ssh", s.ssh)
+	mux.HandleFunc("GET /v1/backup", s.backup)
+	mux.HandleFunc("POST /v1/keys/rotate", s.rotateKey)
 	return s.logged(mux)
 }
 
@@ -152,7 +158,50 @@ func (s *Server) logged(next http.Handler) http.Handler {
 }
 
 func (s *Server) version(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, 200, map[string]string{"version": s.Version, "cluster": s.Store.ClusterID()})
+	// The pid lets `anycloud down` check that the process its pid file
+	// names is this control plane before it signals it.
+	writeJSON(w, 200, map[string]string{"version": s.Version, "cluster": s.Store.ClusterID(), "pid": strconv.Itoa(os.Getpid())})
+}
+
+func (s *Server) maintenance(w http.ResponseWriter) (state.Maintenance, bool) {
+	m, ok := s.Store.(state.Maintenance)
+	if !ok {
+		writeStatus(w, Status{Code: 404, Reason: ReasonNotFound, Message: "this store cannot be backed up or re-keyed online"})
+	}
+	return m, ok
+}
+
+// backup streams a consistent copy of the store: bbolt pages, sealed
+// values still sealed.
+func (s *Server) backup(w http.ResponseWriter, r *http.Request) {
+	m, ok := s.maintenance(w)
+	if !ok {
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.WriteHeader(200)
+	n, err := m.Backup(r.Context(), w)
+	if err != nil {
+		// The status is sent; the client sees a short copy and its check
+		// refuses it.
+		s.Log.Error(err, "backup failed", "bytes", n)
+		return
+	}
+	s.Log.Info("store backed up", "bytes", n)
+}
+
+func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request) {
+	m, ok := s.maintenance(w)
+	if !ok {
+		return
+	}
+	res, err := m.RotateKey(r.Context())
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	s.Log.Info("cipher key rotated", "records", res.Records)
+	writeJSON(w, 200, res)
 }
 
 func (s *Server) sources(w http.ResponseWriter, r *http.Request) {
@@ -298,8 +347,12 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b, _ := json.Marshal(res.Object)
-	s.Log.Info("object deleted", "kind", k, "name", r.PathValue("name"), "gone", res.Deleted, "force", opts.Force)
-	writeJSON(w, 200, DeleteResponse{Deleted: res.Deleted, Object: b})
+	kv := []any{"kind", k, "name", r.PathValue("name"), "gone", res.Deleted, "force", opts.Force}
+	if l := res.Leftover; l != nil {
+		kv = append(kv, "leftoverVM", l.VMID, "leftoverScope", l.Scope)
+	}
+	s.Log.Info("object deleted", kv...)
+	writeJSON(w, 200, DeleteResponse{Deleted: res.Deleted, Object: b, Users: res.Users, Leftover: res.Leftover})
 }
 
 // logs streams the workload's log as plain text, flushed as it comes.
@@ -394,10 +447,28 @@ func (s *Server) resubmit(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	var req ApplyRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		writeStatus(w, Status{Code: 413, Reason: ReasonTooLarge, Message: fmt.Sprintf("the apply request is larger than %d MiB, the limit per request; apply the objects in several parts", maxBody>>20)})
+		return
+	}
+	if err != nil {
+		writeStatus(w, Status{Code: 400, Reason: ReasonBadRequest, Message: "read apply request: " + err.Error()})
+		return
+	}
+	// Checked before decoding: encoding/json would turn invalid UTF-8
+	// into U+FFFD without a word, changing a secret value.
+	if !utf8.Valid(body) {
+		writeStatus(w, Status{Code: 400, Reason: ReasonBadRequest, Message: "decode apply request: not valid UTF-8 (a secret value that is binary data must be encoded, e.g. base64)"})
+		return
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		writeStatus(w, Status{Code: 400, Reason: ReasonBadRequest, Message: "decode apply request: " + err.Error()})
+		// encoding/json's messages quote neither values nor, here, keys
+		// of ours; the request's own keys are fixed.
+		writeStatus(w, Status{Code: 400, Reason: ReasonBadRequest, Message: "decode apply request: " + requestMessage(err)})
 		return
 	}
 	out, err := s.Apply(r.Context(), req)
@@ -477,6 +548,14 @@ func (s *Server) Apply(ctx context.Context, req ApplyRequest) (*ApplyResponse, e
 	}
 	out.Results = append(out.Results, results[len(writes):]...)
 	out.Warnings = append(out.Warnings, s.missingBundleWarnings(ctx, writes)...)
+	if req.ApplySet == "" {
+		for _, res := range out.Results {
+			if res.ApplySet != "" && res.Action == state.ActionConfigured {
+				out.Warnings = append(out.Warnings, fmt.Sprintf("%s/%s belongs to apply set %s (applied from a source, such as a Git directory): it stays in that set, so the next apply of that source writes it again (its values too, for a bundle) and a prune removes it when the source no longer holds it; change it in the source to make this last",
+					strings.ToLower(string(res.Ref.Kind)), res.Ref.Name, res.ApplySet))
+			}
+		}
+	}
 	if !req.DryRun {
 		for _, res := range out.Results {
 			if res.Action != state.ActionUnchanged {
@@ -503,18 +582,16 @@ func (s *Server) prepare(items []ApplyItem) ([]state.Write, []string, manifests.
 		fail := func(field, msg string, obj string) {
 			errs = append(errs, &manifests.FieldError{File: src.File, Doc: src.Doc, Line: src.Line, Field: field, Object: obj, Msg: msg})
 		}
-		var tm manifests.TypeMeta
-		if err := json.Unmarshal(it.Object, &tm); err != nil {
-			fail("", "decode object: "+err.Error(), "")
+		// As strict as YAML decoding: unknown fields, keys set twice and
+		// wrong types are refused, not dropped.
+		o, err := manifests.DecodeJSON(it.Object)
+		var fe *manifests.FieldError
+		if errors.As(err, &fe) {
+			fail(fe.Field, fe.Msg, "")
 			continue
 		}
-		if tm.APIVersion != manifests.APIVersion {
-			fail("apiVersion", fmt.Sprintf("unsupported apiVersion %q (use %s)", tm.APIVersion, manifests.APIVersion), "")
-			continue
-		}
-		o, err := manifests.Unmarshal(tm.Kind, it.Object)
 		if err != nil {
-			fail("kind", err.Error(), "")
+			fail("", err.Error(), "")
 			continue
 		}
 		id := fmt.Sprintf("%s/%s", o.GetKind(), o.GetMeta().Name)
@@ -559,11 +636,14 @@ func (s *Server) resolveSecrets(o manifests.Object, given map[string]string) (ma
 		}
 		for k := range given {
 			if k != "secretAccessKey" {
-				fail("spec.aws", "unexpected secret field %q", k)
+				fail("spec.aws", "unexpected secret field %s", manifests.KeyName(k))
 			}
 		}
 		if o.Spec.AWS == nil || o.Spec.AWS.AccessKeyID == "" {
 			fail("spec.aws.accessKeyId", "required with a secret access key")
+		}
+		for _, p := range manifests.CheckSecrets(fmt.Sprintf("credentials %q", o.Metadata.Name), given) {
+			fail("spec.aws", "%s", p)
 		}
 		return given, errs
 	case *manifests.SecretBundle:
@@ -591,13 +671,16 @@ func (s *Server) resolveSecrets(o manifests.Object, given map[string]string) (ma
 				fail("spec.fromEnv", "%s was not resolved: it is read from the environment of the process that applies", k)
 			}
 		}
-		for k := range values {
+		for _, k := range slices.Sorted(maps.Keys(values)) {
 			if !manifests.ValidEnvKey(k) {
-				fail("spec", "%q is not a valid environment variable name", k)
+				fail("spec", "a key is not a valid environment variable name (not shown, as it may be a value)")
 			}
 		}
 		if len(values) == 0 {
 			fail("spec", "a bundle needs at least one value")
+		}
+		for _, p := range manifests.CheckSecrets(fmt.Sprintf("secret bundle %q", o.Metadata.Name), values) {
+			fail("spec", "%s", p)
 		}
 		return values, errs
 	}
@@ -631,6 +714,24 @@ func (s *Server) missingBundleWarnings(ctx context.Context, writes []state.Write
 	return out
 }
 
+// requestMessage rewords a decode error of the request envelope without
+// quoting what was sent.
+func requestMessage(err error) string {
+	var (
+		te *json.UnmarshalTypeError
+		se *json.SyntaxError
+	)
+	switch {
+	case errors.As(err, &te):
+		return fmt.Sprintf("field %s: wrong type (a JSON %s)", te.Field, te.Value)
+	case errors.As(err, &se):
+		return fmt.Sprintf("malformed JSON at byte %d", se.Offset)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return "an unknown field (a request has items, dryRun, applySet, prune and allowEmpty; an item has object, secrets and source)"
+	}
+	return "malformed JSON"
+}
+
 func invalid(errs manifests.ErrorList) Status {
 	return Status{Code: 422, Reason: ReasonInvalid, Message: errs.Error(), Details: &StatusDetails{Errors: errs}}
 }
@@ -646,6 +747,8 @@ func (s *Server) writeError(w http.ResponseWriter, err error) {
 		writeStatus(w, Status{Code: 409, Reason: ReasonInUse, Message: err.Error(), Details: &StatusDetails{Users: inUse.Users}})
 	case errors.As(err, &list):
 		writeStatus(w, invalid(list))
+	case errors.Is(err, state.ErrInUse):
+		writeStatus(w, Status{Code: 409, Reason: ReasonInUse, Message: err.Error()})
 	case errors.Is(err, state.ErrNotFound):
 		writeStatus(w, Status{Code: 404, Reason: ReasonNotFound, Message: err.Error()})
 	case errors.Is(err, state.ErrConflict):

@@ -61,6 +61,10 @@ type List struct {
 type DeleteResponse struct {
 	Deleted bool            `json:"deleted"`
 	Object  json.RawMessage `json:"object"`
+	// Users are the deployments left without a bundle deleted with force.
+	Users []manifests.ObjectRef `json:"users,omitempty"`
+	// Leftover is the VM a forced delete of a deployment left behind.
+	Leftover *manifests.LeftoverVM `json:"leftover,omitempty"`
 }
 
 // SourceStatus is the state of a directory the control plane applies by
@@ -118,6 +122,7 @@ const (
 	ReasonInvalid     = "Invalid"
 	ReasonForbidden   = "Forbidden"
 	ReasonBadRequest  = "BadRequest"
+	ReasonTooLarge    = "RequestEntityTooLarge"
 	ReasonInternal    = "InternalError"
 )
 

@@ -20,12 +20,24 @@ import (
 // up is set: a VM that takes long to boot. It counts the dials.
 type bootingCloud struct {
 	clock *fakeClock
+	// pendingFor is how long a launched VM stays pending.
+	pendingFor time.Duration
 
-	mu    sync.Mutex
-	vms   map[string]provider.VM
-	seq   int
-	up    bool
-	dials int
+	mu        sync.Mutex
+	vms       map[string]provider.VM
+	seq       int
+	up        bool
+	dials     int
+	firstDial time.Time
+	describes int
+}
+
+// now is vm as the cloud sees it now: pending for a while after launch.
+func (b *bootingCloud) now(vm provider.VM) provider.VM {
+	if vm.State == provider.StateRunning && b.clock.Now().Before(vm.LaunchedAt.Add(b.pendingFor)) {
+		vm.State = provider.StatePending
+	}
+	return vm
 }
 
 func (b *bootingCloud) Key() string { return "booting" }
@@ -42,7 +54,7 @@ func (b *bootingCloud) Launch(_ context.Context, req provider.LaunchRequest) (pr
 	vm := provider.VM{ID: fmt.Sprintf("i-%d", b.seq), Deployment: req.Deployment, UID: req.UID, Attempt: req.Attempt,
 		State: provider.StateRunning, Market: "on-demand", Address: "127.0.0.1", LaunchedAt: b.clock.Now()}
 	b.vms[vm.ID] = vm
-	return vm, nil
+	return b.now(vm), nil
 }
 
 func (b *bootingCloud) List(context.Context) ([]provider.VM, error) {
@@ -50,7 +62,20 @@ func (b *bootingCloud) List(context.Context) ([]provider.VM, error) {
 	defer b.mu.Unlock()
 	var out []provider.VM
 	for _, vm := range b.vms {
-		out = append(out, vm)
+		out = append(out, b.now(vm))
+	}
+	return out, nil
+}
+
+func (b *bootingCloud) Describe(_ context.Context, ids []string) ([]provider.VM, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.describes++
+	var out []provider.VM
+	for _, id := range ids {
+		if vm, ok := b.vms[id]; ok {
+			out = append(out, b.now(vm))
+		}
 	}
 	return out, nil
 }
@@ -69,6 +94,9 @@ func (b *bootingCloud) Bootstrap(_ context.Context, vm provider.VM, _ provider.L
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.dials++
+	if b.firstDial.IsZero() {
+		b.firstDial = b.clock.Now()
+	}
 	if !b.up {
 		return fmt.Errorf("ssh %s:22: connect: connection refused: %w", vm.Address, provider.ErrUnavailable)
 	}
@@ -115,6 +143,7 @@ func step(ctx context.Context, c *Controller, clock *fakeClock, d time.Duration,
 		if *elapsed%(30*time.Second) == 0 {
 			c.Resync(ctx)
 		}
+		c.close.pollAll(ctx)
 		for {
 			key, ok := c.queue.TryGet()
 			if !ok {
@@ -137,6 +166,7 @@ func TestAVMThatCannotBeReachedForAMinuteIsDialledAFewTimesThenBecomesReady(t *t
 	store := &countingStore{Store: bolt}
 	cloud := &bootingCloud{clock: clock, vms: map[string]provider.VM{}}
 	c := New(Options{Store: store, Providers: oneProvider{cloud}, Log: logr.Discard(), Clock: clock})
+	c.close.manual = true
 	d := &manifests.Deployment{
 		TypeMeta: manifests.TypeMeta{APIVersion: manifests.APIVersion, Kind: manifests.KindDeployment},
 		Metadata: manifests.ObjectMeta{Name: "train"},
@@ -195,6 +225,7 @@ func TestAVMThatNeverBootsIsReplacedAfterTheBootTimeout(t *testing.T) {
 	defer bolt.Close()
 	cloud := &bootingCloud{clock: clock, vms: map[string]provider.VM{}}
 	c := New(Options{Store: bolt, Providers: oneProvider{cloud}, Log: logr.Discard(), Clock: clock})
+	c.close.manual = true
 	d := &manifests.Deployment{
 		TypeMeta: manifests.TypeMeta{APIVersion: manifests.APIVersion, Kind: manifests.KindDeployment},
 		Metadata: manifests.ObjectMeta{Name: "train"},
@@ -224,5 +255,54 @@ func TestAVMThatNeverBootsIsReplacedAfterTheBootTimeout(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no %s event: %+v", reconcile.ReasonBootstrapTimeout, evs)
+	}
+}
+
+// TestALaunchedVMIsDialledSoonAfterItRunsNotAtTheNextResync: the VM is
+// pending for 5s; the close watch sees it running within a second and the
+// first SSH attempt follows, long before the next resync at 30s. Once the
+// workload runs, the close watch stops asking.
+func TestALaunchedVMIsDialledSoonAfterItRunsNotAtTheNextResync(t *testing.T) {
+	ctx := context.Background()
+	clock := newFakeClock()
+	start := clock.Now()
+	bolt, err := state.OpenBolt(t.TempDir(), state.BoltOptions{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bolt.Close()
+	cloud := &bootingCloud{clock: clock, vms: map[string]provider.VM{}, pendingFor: 5 * time.Second, up: true}
+	c := New(Options{Store: bolt, Providers: oneProvider{cloud}, Log: logr.Discard(), Clock: clock})
+	c.close.manual = true
+	d := &manifests.Deployment{
+		TypeMeta: manifests.TypeMeta{APIVersion: manifests.APIVersion, Kind: manifests.KindDeployment},
+		Metadata: manifests.ObjectMeta{Name: "train"},
+		Spec:     manifests.DeploymentSpec{Image: "demo", Credentials: manifests.LocalCredentials},
+	}
+	if _, err := bolt.Apply(ctx, []state.Write{{Object: d}}, state.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var elapsed time.Duration
+	c.queue.Add("train")
+	step(ctx, c, clock, 20*time.Second, &elapsed)
+	cloud.mu.Lock()
+	first, describes := cloud.firstDial, cloud.describes
+	cloud.mu.Unlock()
+	if first.IsZero() || first.Sub(start) > 8*time.Second {
+		t.Fatalf("first SSH attempt at %v after launch (VM running at 5s, resync at 30s), want within a few seconds of it running", first.Sub(start))
+	}
+	obj, _ := bolt.Get(ctx, manifests.KindDeployment, "train")
+	if got := obj.(*manifests.Deployment); got.Status.VM == nil || !got.Status.VM.Bootstrapped {
+		t.Fatalf("not bootstrapped: %+v", got.Status)
+	}
+	if c.close.watched() != 0 {
+		t.Errorf("%d VMs still watched closely after the workload started", c.close.watched())
+	}
+	step(ctx, c, clock, 60*time.Second, &elapsed)
+	cloud.mu.Lock()
+	later := cloud.describes
+	cloud.mu.Unlock()
+	if later != describes {
+		t.Errorf("an idle deployment was described %d more times by the close watch", later-describes)
 	}
 }

@@ -71,6 +71,7 @@ type Controller struct {
 	queue *Queue
 	vms   *vmCache
 	boot  *bootBackoff
+	close *closeWatch
 	seq   atomic.Uint64
 	// github reads the GitHub login (Options.GitHub).
 	github func(context.Context) (*provider.GitHubAuth, error)
@@ -101,12 +102,14 @@ func New(o Options) *Controller {
 	if o.OrphanGrace == 0 {
 		o.OrphanGrace = 2 * time.Minute
 	}
-	return &Controller{
+	c := &Controller{
 		store: o.Store, providers: o.Providers, log: o.Log, clock: o.Clock,
 		resync: o.Resync, workers: o.Workers, grace: o.OrphanGrace,
 		queue: NewQueue(o.Clock, o.Queue), vms: newVMCache(), boot: newBootBackoff(), seen: map[string]string{},
 		orphans: map[string]map[string]time.Time{}, github: o.GitHub,
 	}
+	c.close = newCloseWatch(c)
+	return c
 }
 
 // Queue exposes the work queue, for tests that drive it synchronously.
@@ -210,6 +213,16 @@ func (c *Controller) Reconcile(ctx context.Context, req Request) (Result, error)
 	if d.Metadata.DeletionTimestamp != nil && !d.Metadata.HasFinalizer(manifests.FinalizerVM) {
 		return Result{}, nil // nothing of ours holds it
 	}
+	if d.Metadata.DeletionTimestamp != nil && d.Status.Attempt == 0 && d.Status.VM == nil {
+		// Nothing was ever launched (an attempt is recorded before its
+		// launch): no VM to wait for, and no need of a provider that may
+		// never have worked.
+		d.Metadata.RemoveFinalizer(manifests.FinalizerVM)
+		if _, err := c.store.Update(ctx, d); err != nil {
+			return Result{}, fmt.Errorf("remove finalizer: %w", err)
+		}
+		return Result{}, nil
+	}
 
 	prov, err := c.providerFor(ctx, d)
 	if err != nil {
@@ -223,11 +236,16 @@ func (c *Controller) Reconcile(ctx context.Context, req Request) (Result, error)
 	if d, err = c.leaveOldScope(ctx, d, prov); err != nil {
 		return Result{}, err
 	}
+	c.watchClosely(ctx, prov, d, observed)
 
 	var result Result
+	missing := c.missingBundles(ctx, d)
 	for round := 0; ; round++ {
 		_, needsBootstrap := prov.(provider.Bootstrapper)
-		plan := reconcile.Decide(reconcile.Input{Deployment: d, Observed: observed, Now: c.clock.Now(), NeedsBootstrap: needsBootstrap, BootTimeout: bootTimeout(d)})
+		plan := reconcile.Decide(reconcile.Input{
+			Deployment: d, Observed: observed, Now: c.clock.Now(),
+			NeedsBootstrap: needsBootstrap, BootTimeout: bootTimeout(d), MissingBundles: missing,
+		})
 		if plan.Status.VM != nil && plan.Status.VM.Scope == "" {
 			plan.Status.VM.Scope = prov.Key()
 		}
@@ -287,6 +305,7 @@ func (c *Controller) Reconcile(ctx context.Context, req Request) (Result, error)
 				return Result{}, nil // waiting for a bundle; status says why
 			}
 			observed = c.vms.put(prov, *vm)
+			c.watchClosely(ctx, prov, d, observed)
 			acted = true
 		} else if d, err = c.writeStatus(ctx, d, plan.Status); err != nil {
 			return Result{}, err
@@ -296,6 +315,24 @@ func (c *Controller) Reconcile(ctx context.Context, req Request) (Result, error)
 			return result, nil
 		}
 		observed = c.vms.cached(prov, d.Metadata.UID)
+	}
+}
+
+// watchClosely has the close watch follow the VMs that are changing on
+// their own (starting, stopping) and those whose workload is not started
+// yet: their next state matters within a second, not a resync.
+func (c *Controller) watchClosely(ctx context.Context, prov provider.Provider, d *manifests.Deployment, observed []provider.VM) {
+	_, bootstraps := prov.(provider.Bootstrapper)
+	for _, vm := range observed {
+		started := d.Status.VM != nil && d.Status.VM.ID == vm.ID && d.Status.VM.Bootstrapped
+		switch {
+		case vm.State == provider.StatePending || vm.State == provider.StateStopping:
+			c.close.watch(ctx, prov, vm.ID)
+		case vm.State == provider.StateRunning && bootstraps && !started:
+			c.close.watch(ctx, prov, vm.ID)
+		default:
+			c.close.unwatch(prov, vm.ID) // steady, or gone
+		}
 	}
 }
 
@@ -356,6 +393,7 @@ func (c *Controller) launch(ctx context.Context, prov provider.Provider, d *mani
 		return nil, err
 	}
 	vm, err := prov.Launch(ctx, req)
+	err = newScrubber(env, d.Spec.Env).Error(err) // before it reaches a condition, an event or the log
 	clear(env)
 	err = scrubGitHub(err, req.GitHub)
 	if err == nil {
@@ -443,6 +481,7 @@ func (c *Controller) bootstrap(ctx context.Context, b provider.Bootstrapper, d *
 		return Result{}, false, err
 	}
 	err = b.Bootstrap(ctx, provider.VM{ID: vm.ID, Deployment: d.Metadata.Name, UID: d.Metadata.UID, Attempt: vm.Attempt, Address: vm.Address}, req)
+	err = newScrubber(env, d.Spec.Env).Error(err) // before it reaches a condition, an event or the log
 	clear(env)
 	err = scrubGitHub(err, req.GitHub)
 	if errors.Is(err, provider.ErrInvalid) {
@@ -465,6 +504,9 @@ func (c *Controller) bootstrap(ctx context.Context, b provider.Bootstrapper, d *
 		return Result{RequeueAfter: delay}, false, nil
 	}
 	c.boot.forget(d.Metadata.UID)
+	if p, ok := b.(provider.Provider); ok {
+		c.close.unwatch(p, vm.ID)
+	}
 	st.VM.Bootstrapped = true
 	st.VM.BundleVersions = versions
 	var bv []string
@@ -549,6 +591,9 @@ func (c *Controller) providerFailed(ctx context.Context, d *manifests.Deployment
 			_, uerr := c.store.Update(ctx, d)
 			return Result{}, uerr
 		}
+	}
+	if d.Metadata.DeletionTimestamp != nil {
+		err = fmt.Errorf("%w; the deletion waits to terminate the VM (`anycloud delete deployment %s --force` stops waiting: its VM is then left to the orphan sweep)", err, d.Metadata.Name)
 	}
 	st := manifests.DeepCopy(d).Status // never alias the stored conditions
 	if werr := c.notReady(ctx, d, st, reason, err.Error()); werr != nil {
@@ -873,6 +918,7 @@ func (c *Controller) Resync(ctx context.Context) []provider.Provider {
 		listed = append(listed, p)
 		c.sweepOrphans(ctx, p, owner)
 	}
+	c.sweepLeftovers(ctx, listed, owner)
 	for _, o := range objs {
 		c.queue.Add(o.GetMeta().Name)
 	}

@@ -173,6 +173,34 @@ func (c *vmCache) put(p provider.Provider, vm provider.VM) []provider.VM {
 	return slices.Clone(s.byUID[vm.UID])
 }
 
+// merge records what a Describe said of some VMs and returns those that
+// changed (state, address, reason) or were not known.
+func (c *vmCache) merge(p provider.Provider, vms []provider.VM) []provider.VM {
+	s := c.scope(p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var changed []provider.VM
+	for _, vm := range vms {
+		list := s.byUID[vm.UID]
+		found := false
+		for i := range list {
+			if list[i].ID == vm.ID {
+				found = true
+				if list[i] != vm {
+					list[i] = vm
+					changed = append(changed, vm)
+				}
+			}
+		}
+		if !found {
+			s.byUID[vm.UID] = append(list, vm)
+			changed = append(changed, vm)
+		}
+		delete(s.fresh, vm.ID)
+	}
+	return changed
+}
+
 // markTerminated records a VM the controller terminated, adding it when
 // no listing has shown it yet.
 func (c *vmCache) markTerminated(p provider.Provider, vm provider.VM) {

@@ -3,6 +3,7 @@ package manifests
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -15,7 +16,13 @@ var nonSetChars = regexp.MustCompile(`[^a-z0-9-]+`)
 // apply: the base name of the first source and a hash of every source's
 // absolute path, so that the same directory always names the same set
 // wherever the command runs from. Standard input is the set "stdin".
-func DefaultApplySet(sources []string) string {
+//
+// Whether directories are read recursively is part of the name: `apply
+// -f DIR --prune` reads only DIR's own files, and sharing the set of
+// `apply -f DIR -R --prune` (and of the watch-dir controller) would
+// prune every object from the subdirectories. The recursive name is the
+// one it always was; a directory read without -R names another set.
+func DefaultApplySet(sources []string, recursive bool) string {
 	var abs []string
 	for _, s := range sources {
 		if s == "-" {
@@ -26,7 +33,11 @@ func DefaultApplySet(sources []string) string {
 		if err != nil {
 			a = s
 		}
-		abs = append(abs, filepath.Clean(a))
+		a = filepath.Clean(a)
+		if fi, err := os.Stat(a); err == nil && fi.IsDir() && !recursive {
+			a += string(filepath.Separator) + "*" // this directory's files only
+		}
+		abs = append(abs, a)
 	}
 	if len(abs) == 1 && abs[0] == "-" {
 		return "stdin"

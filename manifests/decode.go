@@ -1,6 +1,7 @@
 package manifests
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,8 +50,13 @@ func (d *Document) LineOf(path string) int {
 func (d *Document) Locate(e *FieldError) *FieldError {
 	e.File, e.Doc = d.File, d.Index
 	if e.Line == 0 {
-		e.Line = d.LineOf(e.Field)
+		p := e.Field
+		if e.Lookup != "" {
+			p = e.Lookup
+		}
+		e.Line = d.LineOf(p)
 	}
+	e.Lookup = ""
 	if e.Object == "" && d.Object != nil {
 		e.Object = string(d.Object.GetKind())
 		if name := d.Object.GetMeta().Name; name != "" {
@@ -65,7 +71,16 @@ func (d *Document) Locate(e *FieldError) *FieldError {
 // problem found; when the error is non-nil, the documents must not be used
 // to write anything.
 func Decode(file string, r io.Reader) ([]Document, error) {
-	dec := yaml.NewDecoder(r)
+	// Read whole, up to the limit: a stream that never ends, or a file of
+	// gigabytes, must not grow the process.
+	data, err := io.ReadAll(io.LimitReader(r, MaxFileBytes+1))
+	if err != nil {
+		return nil, ErrorList{{File: file, Msg: "read: " + err.Error()}}
+	}
+	if len(data) > MaxFileBytes {
+		return nil, ErrorList{{File: file, Msg: fmt.Sprintf("larger than %s, the limit per manifest file; split it into several files", byteSize(MaxFileBytes))}}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var (
 		docs []Document
 		errs ErrorList
@@ -154,8 +169,9 @@ func decodeDocument(file string, index int, n *yaml.Node) (*Document, ErrorList)
 		}
 		return nil, errs
 	}
-	var generic any
-	if err := n.Decode(&generic); err != nil {
+	budget := maxNodeVisits
+	generic, err := plainValue(n, &budget)
+	if err != nil {
 		return nil, ErrorList{loc(n.Line, "", err.Error())}
 	}
 	raw, err := json.Marshal(generic)
@@ -167,6 +183,64 @@ func decodeDocument(file string, index int, n *yaml.Node) (*Document, ErrorList)
 		return nil, ErrorList{loc(n.Line, "", err.Error())}
 	}
 	return doc, nil
+}
+
+// maxNodeVisits bounds the nodes one document expands to, aliases
+// followed: a few aliases of aliases (a "billion laughs") must not expand
+// into gigabytes.
+const maxNodeVisits = 1 << 21
+
+// plainValue converts a node tree that the walk has checked into the plain
+// values encoding/json takes, in one linear pass. yaml.v3's own decoding
+// of a mapping compares every key with every other (14 s for a bundle of
+// 40,000 keys); the walk has already refused duplicate keys.
+func plainValue(n *yaml.Node, budget *int) (any, error) {
+	if *budget--; *budget < 0 {
+		return nil, errors.New("the document expands to too many nodes (aliases of aliases?)")
+	}
+	switch n.Kind {
+	case yaml.AliasNode:
+		return plainValue(n.Alias, budget)
+	case yaml.DocumentNode:
+		if len(n.Content) == 0 {
+			return nil, nil
+		}
+		return plainValue(n.Content[0], budget)
+	case yaml.MappingNode:
+		m := make(map[string]any, len(n.Content)/2)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			if k.Kind == yaml.AliasNode {
+				k = k.Alias
+			}
+			v, err := plainValue(n.Content[i+1], budget)
+			if err != nil {
+				return nil, err
+			}
+			m[k.Value] = v
+		}
+		return m, nil
+	case yaml.SequenceNode:
+		l := make([]any, 0, len(n.Content))
+		for _, c := range n.Content {
+			v, err := plainValue(c, budget)
+			if err != nil {
+				return nil, err
+			}
+			l = append(l, v)
+		}
+		return l, nil
+	case yaml.ScalarNode:
+		if n.Tag == "!!str" {
+			return n.Value, nil
+		}
+		var v any
+		if err := n.Decode(&v); err != nil {
+			return nil, errors.New("a scalar does not decode (put it in quotes)")
+		}
+		return v, nil
+	}
+	return nil, fmt.Errorf("unexpected YAML node at line %d", n.Line)
 }
 
 func scalarField(m *yaml.Node, key string) (string, int) {
@@ -220,12 +294,16 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
 			sub := joinPath(path, k.Value)
-			if !w.once(seen, k, sub) {
+			shown := sub
+			if !fieldNameRE.MatchString(k.Value) {
+				shown = path // the key may be a value: keep it out of the path too
+			}
+			if !w.once(seen, k, shown) {
 				continue
 			}
 			ft, ok := fields[k.Value]
 			if !ok {
-				w.fail(k, sub, fmt.Sprintf("unknown field %q%s", k.Value, suggest(k.Value, fields)))
+				w.fail(k, shown, fmt.Sprintf("unknown field %s%s", quoteField(k.Value), suggest(k.Value, fields)))
 				continue
 			}
 			w.walk(v, ft, sub)
@@ -237,14 +315,23 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 			return
 		}
 		seen := map[string]int{}
+		envKeys := envKeyMap(path)
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
 			sub := joinPath(path, k.Value)
+			shown := sub
+			if envKeys && !ValidEnvKey(k.Value) {
+				shown = path // the key may be a value: keep it out of the path
+			}
 			if k.Kind != yaml.ScalarNode || k.Tag != "!!str" {
-				w.fail(k, sub, fmt.Sprintf("expected a string key, got %s (quote it: %q)", describeNode(k), k.Value))
+				msg := fmt.Sprintf("expected a string key, got %s (quote it: %q)", describeNode(k), k.Value)
+				if envKeys {
+					msg = fmt.Sprintf("expected a string key, got %s (quote it)", describeNode(k))
+				}
+				w.fail(k, shown, msg)
 				continue
 			}
-			if !w.once(seen, k, sub) {
+			if !w.once(seen, k, shown) {
 				continue
 			}
 			w.walk(v, t.Elem(), sub)
@@ -276,6 +363,15 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 			w.fail(n, path, "expected an integer, got "+describeNode(n))
 		}
 	}
+}
+
+// envKeyMap reports whether the mapping at path holds secret values under
+// environment variable names: a key there that is not a name is never
+// echoed, since it is often a value typed where the key belongs
+// (`TOKEN sk-…` for `TOKEN: sk-…`). Deployment env values are plain and
+// shown by status, so its keys are echoed.
+func envKeyMap(path string) bool {
+	return path == "spec.stringData" || path == "spec.sealed"
 }
 
 // once reports whether key k is the first of its name in a mapping, and

@@ -15,6 +15,10 @@ type FieldError struct {
 	// Object names the object, as "Kind/name", when it is known.
 	Object string `json:"object,omitempty"`
 	Msg    string `json:"message"`
+	// Lookup, when set, is the path whose line locates the problem; it may
+	// hold a key that Field leaves out because it may be a secret value.
+	// It is never printed or sent, and Locate clears it.
+	Lookup string `json:"-"`
 }
 
 func (e *FieldError) Error() string {

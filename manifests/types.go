@@ -377,6 +377,25 @@ type CredentialsStatus struct {
 	// SecretKeys lists the names of stored secret fields.
 	SecretKeys []string    `json:"secretKeys,omitempty"`
 	UsedBy     []ObjectRef `json:"usedBy,omitempty"`
+	// LeftoverVMs lists the VMs of deployments deleted with --force before
+	// their VM was terminated. The orphan sweep terminates them; until it
+	// has, the credentials are kept, because they are the only way to
+	// reach those VMs.
+	LeftoverVMs []LeftoverVM `json:"leftoverVMs,omitempty"`
+}
+
+// LeftoverVM is a VM that a forced delete left behind: its deployment is
+// gone, the VM may still run.
+type LeftoverVM struct {
+	Deployment string `json:"deployment"`
+	UID        string `json:"uid"`
+	// VMID is empty when a launch was under way and no VM was recorded.
+	VMID string `json:"vmID,omitempty"`
+	// Region is the deployment's region override, if any.
+	Region string `json:"region,omitempty"`
+	// Scope is the provider scope the VM was recorded in, if known.
+	Scope string    `json:"scope,omitempty"`
+	Since time.Time `json:"since"`
 }
 
 // Kind, meta and canonical encodings for each type.

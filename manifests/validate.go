@@ -176,7 +176,12 @@ func Validate(o Object) ErrorList {
 			}
 			switch {
 			case !ValidEnvKey(k):
-				add(f, "%q is not a valid environment variable name", k)
+				e := badKey(field, k)
+				if field == "spec.fromEnv" {
+					e.Lookup = fmt.Sprintf("spec.fromEnv[%d]", slices.Index(s.FromEnv, k))
+				}
+				errs = append(errs, e)
+				return
 			case where[k] != "":
 				add(f, "key %q is also set in %s", k, where[k])
 			}
@@ -190,6 +195,21 @@ func Validate(o Object) ErrorList {
 		}
 		for _, k := range slices.Sorted(maps.Keys(s.StringData)) {
 			note("spec.stringData", k)
+			if ValidEnvKey(k) {
+				if msg := CheckSecretValue(s.StringData[k]); msg != "" {
+					add("spec.stringData."+k, "%s", msg)
+				}
+			}
+		}
+		total := 0
+		for k, v := range s.StringData {
+			total += len(k) + len(v)
+		}
+		for k, v := range s.Sealed {
+			total += len(k) + len(v)*3/4 // base64 of box-sealed values, a little larger than theirs
+		}
+		if total > MaxBundleBytes {
+			add("spec", "the bundle's keys and values are %s; the limit is %s per bundle", byteSize(total), byteSize(MaxBundleBytes))
 		}
 	case *Credentials:
 		s := &o.Spec
@@ -220,6 +240,25 @@ func Validate(o Object) ErrorList {
 		}
 	}
 	return errs
+}
+
+// badKey reports a key of field (a mapping of environment variable names,
+// or fromEnv) that is not a valid name, without its text: such a key is
+// usually a value in the wrong place, and the error must not print it.
+// The line still points at it.
+func badKey(field, k string) *FieldError {
+	hint := ""
+	switch {
+	case strings.Contains(k, "="):
+		hint = " (write KEY: value, not KEY=value)"
+	case strings.ContainsAny(k, " \t"):
+		hint = " (is a ':' missing after the key?)"
+	}
+	return &FieldError{
+		Field:  field,
+		Msg:    "a key is not a valid environment variable name (letters, digits and '_', not starting with a digit); it is not shown, as it may be a value" + hint,
+		Lookup: field + "." + k,
+	}
 }
 
 // sensitiveWords mark an env key that probably holds a secret.

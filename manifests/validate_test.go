@@ -179,9 +179,12 @@ func TestValidate(t *testing.T) {
 				b.Spec.FromEnv = []string{"HF-TOKEN"}
 				b.Spec.Sealed = map[string]string{"a b": "x"}
 			}),
+			// A key that is not a name may be a value: neither the message
+			// nor the field path carries it; Lookup (never printed) lets
+			// Locate find its line.
 			want: ErrorList{
-				{Field: "spec.fromEnv", Msg: `"HF-TOKEN" is not a valid environment variable name`},
-				{Field: "spec.sealed.a b", Msg: `"a b" is not a valid environment variable name`},
+				{Field: "spec.fromEnv", Lookup: "spec.fromEnv[0]", Msg: "a key is not a valid environment variable name (letters, digits and '_', not starting with a digit); it is not shown, as it may be a value"},
+				{Field: "spec.sealed", Lookup: "spec.sealed.a b", Msg: "a key is not a valid environment variable name (letters, digits and '_', not starting with a digit); it is not shown, as it may be a value (is a ':' missing after the key?)"},
 			},
 		},
 		{

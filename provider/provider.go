@@ -75,6 +75,15 @@ type Releaser interface {
 	Release(ctx context.Context, uid string) error
 }
 
+// Describer is implemented by providers that can look at a few VMs by id
+// more cheaply than a full listing (aws: one filtered DescribeInstances
+// for many ids). The controller uses it to follow VMs that are starting,
+// stopping or being bootstrapped more closely than the resync does. VMs
+// that no longer exist are simply absent from the answer.
+type Describer interface {
+	Describe(ctx context.Context, ids []string) ([]VM, error)
+}
+
 // Notifier is implemented by providers that learn of changes (a container
 // that died) faster than a resync would; notify is called on each.
 type Notifier interface {

@@ -11,6 +11,7 @@ package reconcile
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/anycloud/anycloud/manifests"
@@ -31,6 +32,10 @@ type Input struct {
 	// BootTimeout is how long a VM may run without its workload started
 	// before it is replaced (default DefaultBootTimeout).
 	BootTimeout time.Duration
+	// MissingBundles names the deployment's bundles that do not exist
+	// now. A replacement cannot be given its secrets without them, so a
+	// resubmit or a spec change keeps the running VM until they exist.
+	MissingBundles []string
 }
 
 // Plan is what to do.
@@ -182,6 +187,25 @@ func Decide(in Input) Plan {
 	switch {
 	case target == 0:
 		startAttempt(&p, d, 1, false, in.Now)
+
+	case stale && len(in.MissingBundles) > 0 && cur != nil && cur.State.Alive():
+		// A resubmit must not tear down what it cannot replace: the new
+		// VM would fail fast for want of its secrets, and the working one
+		// would be gone. Keep it, say why, and replace it when the bundles
+		// appear (the bundle watch queues the deployment then).
+		why := "the spec changed"
+		if st.AttemptRestartedAt != RestartMarker(d) {
+			why = "resubmitted"
+		}
+		msg := fmt.Sprintf("%s, but secret bundle(s) %s not found: VM %s keeps running until a replacement can be given them", why, strings.Join(in.MissingBundles, ", "), cur.ID)
+		if prev := manifests.FindCondition(st.Conditions, manifests.ConditionReady); prev == nil || prev.Reason != ReasonSecretBundleNotFound || prev.Message != msg {
+			p.Events = append(p.Events, Event{"Warning", ReasonSecretBundleNotFound, msg})
+		}
+		if cur.State == provider.StateRunning {
+			st.Phase = manifests.PhaseRunning
+		}
+		setReady(st, manifests.ConditionFalse, ReasonSecretBundleNotFound, msg, gen, in.Now)
+		st.Conditions = manifests.RemoveCondition(st.Conditions, manifests.ConditionReconciling)
 
 	case stale:
 		why := "the spec changed"

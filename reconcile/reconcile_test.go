@@ -223,6 +223,7 @@ func TestDecide(t *testing.T) {
 		name     string
 		d        *manifests.Deployment
 		observed []provider.VM
+		missing  []string  // bundles that do not exist
 		now      time.Time // zero: now
 		want     outcome
 		// messages: for an event reason, text its message must contain.
@@ -628,6 +629,54 @@ func TestDecide(t *testing.T) {
 			messages: map[string]string{reconcile.ReasonReplacing: "replacing VM i-1: resubmitted"},
 		},
 		{
+			name:     "resubmit whose bundle is missing keeps the running VM",
+			d:        dep(restartedAt(resubmit1), runningOn(vm("i-1", 1, provider.StateRunning)), restartedAt(resubmit2)),
+			observed: []provider.VM{vm("i-1", 1, provider.StateRunning)},
+			missing:  []string{"hf"},
+			want: outcome{
+				Attempt: 1, AttemptGeneration: 1, AttemptRestartedAt: resubmit1, VM: "i-1",
+				Phase: manifests.PhaseRunning, Ready: "False SecretBundleNotFound", ObservedGeneration: 1,
+				Events: []string{"Warning SecretBundleNotFound"},
+			},
+			messages: map[string]string{reconcile.ReasonSecretBundleNotFound: "resubmitted, but secret bundle(s) hf not found: VM i-1 keeps running"},
+		},
+		{
+			name: "resubmit whose bundle is still missing says so once",
+			d: dep(restartedAt(resubmit1), runningOn(vm("i-1", 1, provider.StateRunning)), restartedAt(resubmit2), func(d *manifests.Deployment) {
+				reconcile.SetReady(&d.Status, manifests.ConditionFalse, reconcile.ReasonSecretBundleNotFound,
+					"resubmitted, but secret bundle(s) hf not found: VM i-1 keeps running until a replacement can be given them", 1, earlier)
+			}),
+			observed: []provider.VM{vm("i-1", 1, provider.StateRunning)},
+			missing:  []string{"hf"},
+			want: outcome{
+				Attempt: 1, AttemptGeneration: 1, AttemptRestartedAt: resubmit1, VM: "i-1",
+				Phase: manifests.PhaseRunning, Ready: "False SecretBundleNotFound", ObservedGeneration: 1,
+			},
+		},
+		{
+			name:     "spec change whose new bundle is missing keeps the running VM",
+			d:        dep(runningOn(vm("i-1", 1, provider.StateRunning)), generation(2)),
+			observed: []provider.VM{vm("i-1", 1, provider.StateRunning)},
+			missing:  []string{"hf"},
+			want: outcome{
+				Attempt: 1, AttemptGeneration: 1, VM: "i-1",
+				Phase: manifests.PhaseRunning, Ready: "False SecretBundleNotFound", ObservedGeneration: 1,
+				Events: []string{"Warning SecretBundleNotFound"},
+			},
+			messages: map[string]string{reconcile.ReasonSecretBundleNotFound: "the spec changed"},
+		},
+		{
+			name:     "resubmit with a missing bundle and no live VM starts the attempt (the launch then waits)",
+			d:        dep(restartedAt(resubmit1), runningOn(vm("i-1", 1, provider.StateRunning)), restartedAt(resubmit2)),
+			observed: []provider.VM{vm("i-1", 1, provider.StateTerminated)},
+			missing:  []string{"hf"},
+			want: outcome{
+				Launch:  &reconcile.Launch{Attempt: 2},
+				Attempt: 2, AttemptGeneration: 1, AttemptRestartedAt: resubmit2,
+				Phase: manifests.PhaseLaunching, Ready: "False Launching", Reconciling: true, ObservedGeneration: 1,
+			},
+		},
+		{
 			name:     "first resubmit of a deployment applied without a marker replaces the VM",
 			d:        dep(runningOn(vm("i-1", 1, provider.StateRunning)), restartedAt(resubmit1)),
 			observed: []provider.VM{vm("i-1", 1, provider.StateRunning)},
@@ -849,7 +898,7 @@ func TestDecide(t *testing.T) {
 			if at.IsZero() {
 				at = now
 			}
-			in := reconcile.Input{Deployment: tt.d, Observed: tt.observed, Now: at, NeedsBootstrap: tt.bootstrap, BootTimeout: tt.bootTimeout}
+			in := reconcile.Input{Deployment: tt.d, Observed: tt.observed, Now: at, NeedsBootstrap: tt.bootstrap, BootTimeout: tt.bootTimeout, MissingBundles: tt.missing}
 			before := manifests.DeepCopy(tt.d)
 			observedBefore := slices.Clone(tt.observed)
 

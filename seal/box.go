@@ -34,13 +34,26 @@ type BoxKey struct {
 	private [32]byte
 }
 
+// ErrBoxKeyMissing: the sealing key that this control plane's sealed
+// manifests were made for is gone.
+var ErrBoxKeyMissing = errors.New("sealing key missing")
+
 // LoadBoxKey reads or makes the sealing key pair in home.
-func LoadBoxKey(home string) (*BoxKey, error) {
+func LoadBoxKey(home string) (*BoxKey, error) { return OpenBoxKey(home, true) }
+
+// OpenBoxKey reads the sealing key pair in home. When the file is absent
+// it makes a new one only if create is true: the store passes false once
+// it has recorded a key, because a new key silently makes every sealed
+// manifest in Git unopenable.
+func OpenBoxKey(home string, create bool) (*BoxKey, error) {
 	if err := EnsureHome(home); err != nil {
 		return nil, err
 	}
 	path := filepath.Join(home, BoxKeyFile)
 	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) && !create {
+		return nil, fmt.Errorf("%w: %s is absent, but this control plane made one before: the SecretBundle manifests sealed for it (anycloud secrets seal) open only with that key; restore the file from a backup (a new key cannot open them; nothing was changed)", ErrBoxKeyMissing, path)
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		pub, priv, err := box.GenerateKey(rand.Reader)
 		if err != nil {

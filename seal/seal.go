@@ -80,6 +80,62 @@ func Load(home string, create bool) (*Keyring, error) {
 	return k, nil
 }
 
+// NewKeyFile is where a key rotation writes the new key, until the store
+// re-sealed under it has committed and it replaces KeyFile.
+const NewKeyFile = "cipher.key.new"
+
+// LoadFile reads a key from path, with the checks of Load.
+func LoadFile(path string) (*Keyring, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read cipher key: %w", err)
+	}
+	if len(data) != keySize {
+		return nil, fmt.Errorf("cipher key %s: want %d bytes, found %d", path, keySize, len(data))
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("cipher key %s: mode %v is readable by others; run chmod 600 %s", path, fi.Mode().Perm(), path)
+	}
+	k := &Keyring{path: path}
+	copy(k.key[:], data)
+	clear(data)
+	return k, nil
+}
+
+// CreateKey makes a new random key in a new file at path (0600, synced,
+// and the directory synced), refusing to replace an existing file.
+func CreateKey(path string) (*Keyring, error) {
+	k, err := createKey(path)
+	if err != nil {
+		return nil, err
+	}
+	return k, syncDir(filepath.Dir(path))
+}
+
+// Install moves the key's file to home's KeyFile, replacing what is
+// there in one atomic rename, and syncs the directory so that the rename
+// survives a crash.
+func (k *Keyring) Install(home string) error {
+	dst := filepath.Join(home, KeyFile)
+	if err := os.Rename(k.path, dst); err != nil {
+		return fmt.Errorf("install cipher key: %w", err)
+	}
+	k.path = dst
+	return syncDir(home)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
+
 func createKey(path string) (*Keyring, error) {
 	k := &Keyring{path: path}
 	if _, err := rand.Read(k.key[:]); err != nil {

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/anycloud/anycloud/manifests"
 	"github.com/anycloud/anycloud/seal"
@@ -31,9 +30,15 @@ var (
 	bucketSealed = []byte("sealed")
 	bucketUsers  = []byte("users")
 	bucketEvents = []byte("events")
-	keyRV        = []byte("rv")
-	keyCheck     = []byte("keycheck")
-	keyCluster   = []byte("cluster")
+	// bucketLeftovers holds, under "credentials\x00uid", the VMs that
+	// forced deletes of deployments left behind (manifests.LeftoverVM).
+	bucketLeftovers = []byte("leftovers")
+	keyRV           = []byte("rv")
+	keyCheck        = []byte("keycheck")
+	keyCluster      = []byte("cluster")
+	// keySealPub records the public half of the sealing key (seal.key),
+	// so that a lost seal.key is refused instead of silently replaced.
+	keySealPub = []byte("sealpub")
 )
 
 // keyCheckIdentity seals a known value at first use, so that opening the
@@ -46,9 +51,18 @@ const maxEvents = 50
 // Bolt is the Store in a bbolt file.
 type Bolt struct {
 	db      *bolt.DB
-	keys    *seal.Keyring
+	home    string
 	cluster string
 	now     func() time.Time
+	box     *seal.BoxKey
+
+	// keyMu guards keys: a key rotation swaps it as its transaction
+	// commits, and a reader must not open an old snapshot with the new
+	// key. Writers hold mu, which the rotation holds too.
+	keyMu sync.RWMutex
+	keys  *seal.Keyring
+	// onRotateStep, when set, is called at each step of RotateKey.
+	onRotateStep func(rotateStep)
 
 	// mu orders writes with their watch notifications.
 	mu       sync.Mutex
@@ -67,19 +81,23 @@ type BoltOptions struct {
 // OpenBolt opens (or makes) the store in home: state.db and the cipher key.
 // A store that holds sealed data and a missing or different key is a hard
 // error; a new key is made only for a store without sealed data.
+//
+// Before anything is written, the file is checked (see preflight): a
+// store that is missing, empty, truncated or inconsistent while the home
+// shows it held data is refused with ErrDamaged and left as it is.
 func OpenBolt(home string, opts BoltOptions) (*Bolt, error) {
 	if err := seal.EnsureHome(home); err != nil {
 		return nil, err
 	}
 	path := filepath.Join(home, DBFile)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoSync: opts.NoSync})
-	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("open %s: locked by another control plane", path)
+	if err := preflight(home, path); err != nil {
+		return nil, err
 	}
+	db, err := openBoltFile(path, &bolt.Options{Timeout: time.Second, NoSync: opts.NoSync})
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, err
 	}
-	s := &Bolt{db: db, now: opts.Now, watchers: map[manifests.Kind]map[*watcher]struct{}{}}
+	s := &Bolt{db: db, home: home, now: opts.Now, watchers: map[manifests.Kind]map[*watcher]struct{}{}}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -91,31 +109,34 @@ func OpenBolt(home string, opts BoltOptions) (*Bolt, error) {
 }
 
 func (s *Bolt) init(home string) error {
-	var check []byte
-	// Read-only until the key is known to be right: a write transaction,
+	var check, sealPub []byte
+	// Read-only until the keys are known to be right: a write transaction,
 	// even an empty one, rewrites the file's meta page, and a refused open
 	// must leave the store as it was.
 	err := s.db.View(func(tx *bolt.Tx) error {
 		if b := tx.Bucket(bucketMeta); b != nil {
 			check = bytes.Clone(b.Get(keyCheck))
+			sealPub = bytes.Clone(b.Get(keySealPub))
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("init store: %w", err)
 	}
-	keys, err := seal.Load(home, check == nil)
+	keys, err := loadCipherKey(home, check)
 	if err != nil {
 		return err
 	}
-	if check != nil {
-		if _, err := keys.Open(keyCheckIdentity, check); err != nil {
-			return fmt.Errorf("cipher key %s does not open the sealed data in %s: it is not the key this store was made with; restore the right key (nothing was changed)", keys.Path(), filepath.Join(home, DBFile))
-		}
+	box, err := seal.OpenBoxKey(home, sealPub == nil)
+	if err != nil {
+		return err
 	}
-	s.keys = keys
+	if sealPub != nil && !bytes.Equal(sealPub, box.Public[:]) {
+		return fmt.Errorf("sealing key %s is not the one this control plane made: the SecretBundle manifests sealed for it would not open; restore the right seal.key (nothing was changed)", filepath.Join(home, seal.BoxKeyFile))
+	}
+	s.keys, s.box = keys, box
 	return s.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketSealed, bucketUsers, bucketEvents} {
+		for _, b := range [][]byte{bucketMeta, bucketSealed, bucketUsers, bucketEvents, bucketLeftovers} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("init store: %w", err)
 			}
@@ -133,6 +154,11 @@ func (s *Bolt) init(home string) error {
 			rand.Read(b[:])
 			s.cluster = fmt.Sprintf("%x", b)
 			if err := meta.Put(keyCluster, []byte(s.cluster)); err != nil {
+				return err
+			}
+		}
+		if sealPub == nil {
+			if err := meta.Put(keySealPub, bytes.Clone(box.Public[:])); err != nil {
 				return err
 			}
 		}
@@ -163,6 +189,10 @@ func (s *Bolt) init(home string) error {
 
 // ClusterID implements Store.
 func (s *Bolt) ClusterID() string { return s.cluster }
+
+// SealingKey is the control plane's key pair for `secrets seal`, checked
+// against the one recorded in the store.
+func (s *Bolt) SealingKey() *seal.BoxKey { return s.box }
 
 // Close closes the file and ends every watch.
 func (s *Bolt) Close() error {
@@ -318,11 +348,111 @@ func (t *txn) release(k manifests.Kind, name string) error {
 	if len(t.users(k, name)) > 0 {
 		return nil
 	}
+	if k == manifests.KindCredentials && len(listLeftovers(t.tx, name)) > 0 {
+		return nil
+	}
 	m.RemoveFinalizer(manifests.FinalizerInUse)
 	if len(m.Finalizers) == 0 {
 		return t.remove(o)
 	}
 	return t.put(o, Modified)
+}
+
+func leftoversPrefix(creds string) []byte { return []byte(creds + "\x00") }
+
+func listLeftovers(tx *bolt.Tx, creds string) []manifests.LeftoverVM {
+	b := tx.Bucket(bucketLeftovers)
+	if b == nil {
+		return nil
+	}
+	prefix := leftoversPrefix(creds)
+	var out []manifests.LeftoverVM
+	c := b.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		var l manifests.LeftoverVM
+		if json.Unmarshal(v, &l) == nil {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// recordLeftover notes, on d's credentials, the VM that a forced delete
+// of d leaves behind.
+func (t *txn) recordLeftover(d *manifests.Deployment) (*manifests.LeftoverVM, error) {
+	if !d.Metadata.HasFinalizer(manifests.FinalizerVM) || (d.Status.Attempt == 0 && d.Status.VM == nil) {
+		return nil, nil // nothing was ever launched, or its VM is already gone
+	}
+	l := &manifests.LeftoverVM{Deployment: d.Metadata.Name, UID: d.Metadata.UID, Since: t.s.now().UTC().Truncate(time.Second)}
+	if d.Spec.AWS != nil {
+		l.Region = d.Spec.AWS.Region
+	}
+	if vm := d.Status.VM; vm != nil {
+		l.VMID, l.Scope = vm.ID, vm.Scope
+	}
+	if _, err := t.get(manifests.KindCredentials, d.Spec.Credentials); err != nil {
+		return l, nil // no credentials to reach it by: nothing can sweep it
+	}
+	data, err := json.Marshal(l)
+	if err != nil {
+		return nil, err
+	}
+	key := append(leftoversPrefix(d.Spec.Credentials), d.Metadata.UID...)
+	return l, t.tx.Bucket(bucketLeftovers).Put(key, data)
+}
+
+// ListLeftovers implements Leftovers.
+func (s *Bolt) ListLeftovers(ctx context.Context) (map[string][]manifests.LeftoverVM, error) {
+	out := map[string][]manifests.LeftoverVM{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLeftovers).ForEach(func(k, v []byte) error {
+			creds, _, _ := strings.Cut(string(k), "\x00")
+			var l manifests.LeftoverVM
+			if err := json.Unmarshal(v, &l); err != nil {
+				return err
+			}
+			out[creds] = append(out[creds], l)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// ReleaseLeftovers implements Leftovers.
+func (s *Bolt) ReleaseLeftovers(ctx context.Context, creds string, gone func(manifests.LeftoverVM) bool) error {
+	return s.update(func(t *txn) error {
+		changed := false
+		for _, l := range listLeftovers(t.tx, creds) {
+			if !gone(l) {
+				continue
+			}
+			if err := t.tx.Bucket(bucketLeftovers).Delete(append(leftoversPrefix(creds), l.UID...)); err != nil {
+				return err
+			}
+			changed = true
+		}
+		if !changed {
+			return nil
+		}
+		if err := t.release(manifests.KindCredentials, creds); err != nil {
+			return err
+		}
+		// Its status (leftoverVMs) changed: watchers see it.
+		if o, err := t.get(manifests.KindCredentials, creds); err == nil && !t.removed(creds) {
+			return t.put(o, Modified)
+		}
+		return nil
+	})
+}
+
+// removed reports whether the transaction removed credentials name.
+func (t *txn) removed(name string) bool {
+	for _, ev := range t.events {
+		if ev.Type == Deleted && ev.Object.GetKind() == manifests.KindCredentials && ev.Object.GetMeta().Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // liveReferences lists what d holds in use: nothing once it is terminal
@@ -363,6 +493,7 @@ func decorate(tx *bolt.Tx, o manifests.Object) {
 	case *manifests.Credentials:
 		o.Status.Phase = phase
 		o.Status.UsedBy = listUsers(tx, o.GetKind(), o.Metadata.Name)
+		o.Status.LeftoverVMs = listLeftovers(tx, o.Metadata.Name)
 	}
 }
 
@@ -464,7 +595,7 @@ func (t *txn) apply(w Write, opts ApplyOptions) (ApplyResult, error) {
 		nm.Generation++
 	}
 	if !changed && !secretsChanged && maps.Equal(em.Labels, nm.Labels) && maps.Equal(em.Annotations, nm.Annotations) {
-		return ApplyResult{Ref: manifests.Ref(existing), Action: ActionUnchanged, Generation: em.Generation}, nil
+		return ApplyResult{Ref: manifests.Ref(existing), Action: ActionUnchanged, Generation: em.Generation, ApplySet: em.Annotations[manifests.AnnotationApplySet]}, nil
 	}
 	if d, ok := next.(*manifests.Deployment); ok {
 		if err := t.checkReferences(d, opts); err != nil {
@@ -477,7 +608,7 @@ func (t *txn) apply(w Write, opts ApplyOptions) (ApplyResult, error) {
 	if err := t.put(next, Modified); err != nil {
 		return ApplyResult{}, err
 	}
-	return ApplyResult{Ref: manifests.Ref(next), Action: ActionConfigured, Generation: nm.Generation, Changes: changes(existing, next, secretsChanged)}, nil
+	return ApplyResult{Ref: manifests.Ref(next), Action: ActionConfigured, Generation: nm.Generation, Changes: changes(existing, next, secretsChanged), ApplySet: nm.Annotations[manifests.AnnotationApplySet]}, nil
 }
 
 // create writes a new object with fresh system metadata.
@@ -525,15 +656,20 @@ func setSpec(o, in manifests.Object) {
 }
 
 // mergeAnnotations takes the user's annotations and keeps the system's
-// (anycloud.dev/…) that the user did not set, such as the resubmit marker.
+// (anycloud.dev/…) that the user did not set, such as the resubmit marker
+// and the apply set.
+//
+// An imperative write (`secrets new`, `submit`, `credentials new`) to an
+// object that an apply set holds keeps it in the set: the user rotated a
+// value, say, and still expects the object to be managed from the source
+// it came from, the next apply of which writes it again, and pruned when
+// the source drops it. Silently taking it out of its set would leave it
+// behind for ever. The API warns about it (ApplyResult.ApplySet). An
+// apply set's write ends the imperative mark.
 func mergeAnnotations(existing, in map[string]string) map[string]string {
 	out := maps.Clone(in)
 	for k, v := range existing {
-		// Ownership moves with the last writer: an imperative write takes
-		// the object out of its apply set (so no prune removes it), and an
-		// apply set's write ends the imperative mark.
-		if k == manifests.AnnotationApplySet && in[manifests.AnnotationCreatedBy] != "" ||
-			k == manifests.AnnotationCreatedBy && in[manifests.AnnotationApplySet] != "" {
+		if k == manifests.AnnotationCreatedBy && in[manifests.AnnotationApplySet] != "" {
 			continue
 		}
 		if strings.HasPrefix(k, "anycloud.dev/") {
@@ -571,6 +707,23 @@ func (t *txn) writeSecrets(o manifests.Object, values map[string]string) (bool, 
 	}
 	if values == nil {
 		return false, nil
+	}
+	// The last line of defence for every entry point: a value that cannot
+	// be delivered as env never reaches the store, where the launch that
+	// fails on it would quote it in an error.
+	what := fmt.Sprintf("secret bundle %q", name)
+	if k == manifests.KindCredentials {
+		what = fmt.Sprintf("credentials %q", name)
+	}
+	if problems := manifests.CheckSecrets(what, values); len(problems) > 0 {
+		return false, fmt.Errorf("%s: %w", strings.Join(problems, "; "), ErrInvalid)
+	}
+	if k == manifests.KindSecretBundle {
+		for key := range values {
+			if !manifests.ValidEnvKey(key) {
+				return false, fmt.Errorf("%s: a key is not a valid environment variable name (not shown, as it may be a value): %w", what, ErrInvalid)
+			}
+		}
 	}
 	old, err := t.openSecrets(k, name)
 	if err != nil {
@@ -839,24 +992,61 @@ func (t *txn) delete(k manifests.Kind, name string, opts DeleteOptions) (DeleteR
 	res.Object = o
 	if k != manifests.KindDeployment {
 		users := t.users(k, name)
+		var leftovers []manifests.LeftoverVM
+		if k == manifests.KindCredentials {
+			leftovers = listLeftovers(t.tx, name)
+			if opts.Force {
+				// Forced: the user has ended those VMs, or given up on them.
+				for _, l := range leftovers {
+					if err := t.tx.Bucket(bucketLeftovers).Delete(append(leftoversPrefix(name), l.UID...)); err != nil {
+						return res, err
+					}
+				}
+				leftovers = nil
+			}
+		}
+		if opts.Force {
+			res.Users = users
+		}
+		// Credentials still in use are never removed, forced or not:
+		// without them nothing can terminate their users' VMs, and the
+		// next `delete deploy` would report a deployment gone while its VM
+		// ran on, unswept. They wait, Terminating, like a declarative
+		// delete.
+		holdCreds := k == manifests.KindCredentials && len(users) > 0 && opts.Force
 		switch {
-		case len(users) == 0 || opts.Force:
+		case len(users) == 0 && len(leftovers) == 0 || opts.Force && !holdCreds:
 			res.Deleted = true
 			return res, t.remove(o)
-		case opts.Declarative:
+		case opts.Declarative || holdCreds:
 			if m.DeletionTimestamp == nil {
 				now := t.s.now().UTC().Truncate(time.Second)
 				m.DeletionTimestamp = &now
 			}
 			m.AddFinalizer(manifests.FinalizerInUse)
 			return res, t.put(o, Modified)
-		default:
+		case len(users) > 0:
 			return res, &InUseError{Ref: manifests.Ref(o), Users: users}
+		default:
+			return res, &LeftoverError{Name: name, VMs: leftovers}
 		}
 	}
 	if m.DeletionTimestamp == nil {
 		now := t.s.now().UTC().Truncate(time.Second)
 		m.DeletionTimestamp = &now
+	}
+	if opts.Force && len(m.Finalizers) > 0 {
+		// Removed now, without waiting for the VM: for a deployment whose
+		// cloud cannot be reached (credentials that never worked), which
+		// would otherwise be Terminating for ever. Its VM, if it may have
+		// one, is recorded on its credentials for the orphan sweep.
+		l, err := t.recordLeftover(o.(*manifests.Deployment))
+		if err != nil {
+			return res, err
+		}
+		res.Leftover, res.Deleted = l, true
+		m.Finalizers = nil
+		return res, t.remove(o)
 	}
 	if len(m.Finalizers) == 0 {
 		res.Deleted = true
@@ -908,6 +1098,8 @@ func (s *Bolt) OpenSecrets(ctx context.Context, k manifests.Kind, name string) (
 		out map[string]string
 		gen int64
 	)
+	s.keyMu.RLock()
+	defer s.keyMu.RUnlock()
 	err := s.db.View(func(tx *bolt.Tx) error {
 		o, err := getObject(tx, k, name)
 		if err != nil {

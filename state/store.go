@@ -102,6 +102,8 @@ type ApplyResult struct {
 	// field by field. Secret values never appear: a bundle reports key
 	// names and that values changed.
 	Changes []Change `json:"changes,omitempty"`
+	// ApplySet is the apply set the object belongs to after the write.
+	ApplySet string `json:"applySet,omitempty"`
 }
 
 // Change is one field changed by a write.
@@ -117,7 +119,12 @@ type DeleteOptions struct {
 	// --prune): a bundle or credentials still in use is kept, Terminating,
 	// until its last user is gone, instead of being refused.
 	Declarative bool
-	// Force deletes a bundle or credentials even while in use.
+	// Force deletes a bundle even while deployments use it. Credentials in
+	// use are kept, Terminating, until their users are terminal (they are
+	// needed to terminate those VMs); leftover VMs recorded on them are
+	// forgotten. A deployment is removed at once, without waiting for its
+	// VM: the VM is recorded on its credentials as a leftover for the
+	// orphan sweep.
 	Force bool
 	// UID, when set, must match the stored object's uid.
 	UID string
@@ -129,6 +136,13 @@ type DeleteResult struct {
 	// Terminating, by finalizers.
 	Deleted bool
 	Object  manifests.Object
+	// Users are the deployments that named a bundle or credentials when
+	// it was deleted with Force: what the forced delete leaves without.
+	Users []manifests.ObjectRef
+	// Leftover is the VM a forced delete of a deployment left behind, if
+	// it may have one; it is recorded on its credentials (LeftoverVMs)
+	// until the orphan sweep has ended it.
+	Leftover *manifests.LeftoverVM
 }
 
 // Watch event types.
@@ -212,3 +226,38 @@ func (e *InUseError) Error() string {
 
 // Is makes errors.Is(err, ErrInUse) true.
 func (e *InUseError) Is(target error) bool { return target == ErrInUse }
+
+// LeftoverError refuses to delete credentials that are the only way to
+// reach VMs a forced delete left behind.
+type LeftoverError struct {
+	Name string
+	VMs  []manifests.LeftoverVM
+}
+
+func (e *LeftoverError) Error() string {
+	var what []string
+	for _, l := range e.VMs {
+		vm := l.VMID
+		if vm == "" {
+			vm = "a VM being launched"
+		}
+		what = append(what, fmt.Sprintf("%s of deployment %s (uid %s)", vm, l.Deployment, l.UID))
+	}
+	return fmt.Sprintf("credentials %q are the only way to reach %d VM(s) that forced deletes left behind: %s; the orphan sweep terminates them (see `anycloud describe creds %s`), or terminate them yourself and use --force (anycloud then forgets them)",
+		e.Name, len(e.VMs), strings.Join(what, ", "), e.Name)
+}
+
+// Is makes errors.Is(err, ErrInUse) true.
+func (e *LeftoverError) Is(target error) bool { return target == ErrInUse }
+
+// Leftovers is implemented by stores that record the VMs of deployments
+// deleted with Force; the controller's orphan sweep releases them.
+type Leftovers interface {
+	// ListLeftovers returns every recorded leftover VM by credentials
+	// name.
+	ListLeftovers(ctx context.Context) (map[string][]manifests.LeftoverVM, error)
+	// ReleaseLeftovers forgets the leftovers of credentials for which
+	// gone is true (the scope, just listed, shows no live VM of theirs),
+	// and removes credentials, deleted meanwhile, that they held.
+	ReleaseLeftovers(ctx context.Context, credentials string, gone func(manifests.LeftoverVM) bool) error
+}

@@ -281,3 +281,82 @@ func BenchmarkControlPlaneMemory10000(b *testing.B) {
 		}
 	}
 }
+
+// TestAutostartedControlPlaneGetsAMinimalEnvironment: a secret exported
+// for one command must not live on in the background control plane's
+// environment.
+func TestAutostartedControlPlaneGetsAMinimalEnvironment(t *testing.T) {
+	home := testenv.ShortTempDir(t)
+	stopControlPlane(t, home)
+	const canary = "CANARY-environ-5d4c3b2a"
+	r := anycloud(t, home, []string{"HF_TOKEN=" + canary, "AWS_SECRET_ACCESS_KEY=" + canary}, "secrets", "new", "hf", "--from-env", "HF_TOKEN")
+	if r.code != 0 || !strings.Contains(r.stderr, "started the control plane") {
+		t.Fatalf("autostart: %+v", r)
+	}
+	pid := pidOf(t, home)
+	environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(environ, []byte(canary)) || bytes.Contains(environ, []byte("HF_TOKEN")) {
+		t.Errorf("the control plane's environment holds the CLI's secrets:\n%s", bytes.ReplaceAll(environ, []byte{0}, []byte("\n")))
+	}
+	if !bytes.Contains(environ, []byte("PATH=")) {
+		t.Error("the control plane has no PATH")
+	}
+}
+
+func pidOf(t *testing.T, home string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(home, "controller.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	fmt.Sscanf(string(b), "%d", &pid)
+	return pid
+}
+
+// TestDownSignalsOnlyItsOwnControlPlane: a pid file whose number now
+// belongs to another process (the control plane was killed, the pid
+// reused) must not get that process killed.
+func TestDownSignalsOnlyItsOwnControlPlane(t *testing.T) {
+	home := testenv.ShortTempDir(t)
+	bystander := exec.Command("sleep", "300")
+	if err := bystander.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { bystander.Process.Kill(); bystander.Wait() }()
+	alive := func() bool { return syscall.Kill(bystander.Process.Pid, 0) == nil }
+	pidFile := filepath.Join(home, "controller.pid")
+	for _, content := range []string{
+		fmt.Sprintf("%d\n", bystander.Process.Pid),             // the old format: a bare pid
+		fmt.Sprintf("%d 12345\n", bystander.Process.Pid),       // another process's start time
+		fmt.Sprintf("%d 99999999999\n", bystander.Process.Pid), // a start time in the future
+	} {
+		os.WriteFile(pidFile, []byte(content), 0o600)
+		r := anycloud(t, home, nil, "down")
+		if r.code != 0 || !strings.Contains(r.stdout, "not running") {
+			t.Errorf("down with pid file %q: %+v", content, r)
+		}
+		if !alive() {
+			t.Fatalf("down killed the process a stale pid file named (%q)", content)
+		}
+		if _, err := os.Stat(pidFile); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the stale pid file is still there")
+		}
+	}
+	// With a control plane running and its pid file overwritten, down
+	// stops the control plane (it says its own pid) and nothing else.
+	ctl := startController(t, home)
+	reaped := make(chan struct{})
+	go func() { ctl.Wait(); close(reaped) }() // as init would: down waits for the pid to go
+	os.WriteFile(pidFile, []byte(fmt.Sprintf("%d\n", bystander.Process.Pid)), 0o600)
+	if r := anycloud(t, home, nil, "down"); r.code != 0 || !strings.Contains(r.stdout, fmt.Sprintf("stopped (pid %d)", ctl.Process.Pid)) {
+		t.Errorf("down: %+v", r)
+	}
+	<-reaped
+	if !alive() {
+		t.Fatal("down killed a bystander")
+	}
+}

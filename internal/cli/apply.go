@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/anycloud/anycloud/api"
 	"github.com/anycloud/anycloud/manifests"
+	"github.com/anycloud/anycloud/reconcile"
 	"github.com/anycloud/anycloud/state"
 )
 
@@ -88,12 +90,13 @@ func validateApplySet(files []string, prune bool, set string) error {
 	return nil
 }
 
-// applySetName is --apply-set or the default derived from the sources.
-func applySetName(files []string, set string) string {
+// applySetName is --apply-set or the default derived from the sources
+// and whether they are read recursively.
+func applySetName(files []string, recursive bool, set string) string {
 	if set != "" {
 		return set
 	}
-	return manifests.DefaultApplySet(files)
+	return manifests.DefaultApplySet(files, recursive)
 }
 
 // Run loads, resolves and applies.
@@ -147,7 +150,7 @@ func loadApplyRequest(f *Factory, files []string, recursive, prune bool, set str
 	if err != nil {
 		return nil, err
 	}
-	return &api.ApplyRequest{Items: items, ApplySet: applySetName(files, set), Prune: prune, AllowEmpty: allowEmpty}, nil
+	return &api.ApplyRequest{Items: items, ApplySet: applySetName(files, recursive, set), Prune: prune, AllowEmpty: allowEmpty}, nil
 }
 
 func printApplyResponse(f *Factory, resp *api.ApplyResponse, dryRun bool) {
@@ -211,6 +214,31 @@ func printPlan(w io.Writer, resp *api.ApplyResponse) int {
 	return create + update + prune
 }
 
+// missingBundlesError fails a wait at once when the deployment cannot get
+// a VM because bundles it names do not exist: waiting would only run out
+// the timeout. The condition says SecretBundleNotFound; the bundles are
+// looked up to be sure it is not a condition from before they were made.
+func missingBundlesError(ctx context.Context, c *api.Client, d *manifests.Deployment) error {
+	rc := manifests.FindCondition(d.Status.Conditions, manifests.ConditionReady)
+	if rc == nil || rc.Reason != reconcile.ReasonSecretBundleNotFound {
+		return nil
+	}
+	var missing []string
+	for _, b := range d.Spec.Secrets {
+		if _, err := c.Get(ctx, manifests.KindSecretBundle, b); errors.Is(err, state.ErrNotFound) {
+			missing = append(missing, b)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	what := "no VM is created until they exist"
+	if d.Status.VM != nil {
+		what = fmt.Sprintf("VM %s keeps running, and is replaced once they exist", d.Status.VM.ID)
+	}
+	return fmt.Errorf("deployment %s: secret bundle(s) %s not found: %s (make them with `anycloud secrets new NAME KEY=VALUE` or apply their manifests)", d.Metadata.Name, strings.Join(missing, ", "), what)
+}
+
 // waitReady waits until every named deployment is Ready for its current
 // generation, printing progress as phases change.
 func waitReady(ctx context.Context, f *Factory, c *api.Client, names []string, timeout time.Duration) error {
@@ -248,6 +276,9 @@ func waitReady(ctx context.Context, f *Factory, c *api.Client, names []string, t
 		ready[name] = rc != nil && rc.Status == manifests.ConditionTrue && d.Status.ObservedGeneration >= d.Metadata.Generation
 		if st := manifests.FindCondition(d.Status.Conditions, manifests.ConditionStalled); st != nil && st.Status == manifests.ConditionTrue {
 			return fmt.Errorf("deployment %s is stalled: %s: %s", name, st.Reason, st.Message)
+		}
+		if err := missingBundlesError(ctx, c, d); err != nil {
+			return err
 		}
 		for n := range want {
 			if !ready[n] {

@@ -1,11 +1,14 @@
 package cli
 
-// End-to-end tests of the aws provider: the control plane drives moto_server
-// (behind the fault-injecting proxy that counts EC2 actions), the AWS CLI
-// acts on moto from outside, and each "VM" is emulated the way cloud-init
-// would set it up: its user-data is read back from EC2 and a private sshd
-// is started with the host key and authorized key it carries, on which the
-// bootstrap runs `docker run --env-file` against the local Docker engine.
+// End-to-end tests of the aws provider through the cloud emulator
+// (package cloudemu): the control plane drives moto_server behind the
+// fault-injecting proxy that counts EC2 actions; every instance boots a
+// real VM — a container of the VM image with real cloud-init, sshd and
+// the docker CLI — on a loopback address of its own, which the proxy
+// reports as the instance's address; the bootstrap pins the host key the
+// VM printed on its console and starts the workload with `docker run
+// --env-file` on the VM, as a sibling container on this machine's
+// engine. The AWS CLI acts on moto from outside.
 
 import (
 	"context"
@@ -16,7 +19,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,151 +26,59 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/moby/moby/client"
-	"sigs.k8s.io/yaml"
 
+	"github.com/anycloud/anycloud/internal/cloudemu"
 	"github.com/anycloud/anycloud/internal/controlplane"
 	"github.com/anycloud/anycloud/internal/ec2proxy"
 	"github.com/anycloud/anycloud/internal/testenv"
 	"github.com/anycloud/anycloud/manifests"
-	"github.com/anycloud/anycloud/provider"
 	awsprovider "github.com/anycloud/anycloud/provider/aws"
+	"github.com/anycloud/anycloud/provider/aws/bootstrap"
 )
 
-// vmEmulator starts one sshd per instance, configured from the instance's
-// user-data as cloud-init would, and remembers the workloads it ran.
-type vmEmulator struct {
-	sshd    string
-	dir     string
-	outside []*ec2.Client // one per region the tests use
-
-	mu    sync.Mutex
-	addrs map[string]string
-	stops []func()
-	errs  []error
-}
-
-func (v *vmEmulator) address(vm provider.VM) string {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if a, ok := v.addrs[vm.ID]; ok {
-		return a
-	}
-	addr, err := v.boot(vm.ID)
-	if err != nil {
-		v.errs = append(v.errs, err)
-		return "127.0.0.1:1" // the bootstrap fails and is retried
-	}
-	v.addrs[vm.ID] = addr
-	return addr
-}
-
-// boot reads the instance's user-data and starts its sshd.
-func (v *vmEmulator) boot(id string) (string, error) {
-	var (
-		out *ec2.DescribeInstanceAttributeOutput
-		err error
-	)
-	for _, c := range v.outside {
-		out, err = c.DescribeInstanceAttribute(context.Background(), &ec2.DescribeInstanceAttributeInput{
-			InstanceId: sdkaws.String(id), Attribute: types.InstanceAttributeNameUserData,
-		})
-		if err == nil {
-			break
-		}
-	}
-	if err != nil {
-		return "", err
-	}
-	raw, err := base64.StdEncoding.DecodeString(sdkaws.ToString(out.UserData.Value))
-	if err != nil {
-		return "", err
-	}
-	var cc struct {
-		SSHKeys struct {
-			ED25519Private string `json:"ed25519_private"`
-		} `json:"ssh_keys"`
-		SSHAuthorizedKeys []string `json:"ssh_authorized_keys"`
-	}
-	if err := yaml.Unmarshal(raw, &cc); err != nil {
-		return "", fmt.Errorf("user-data of %s: %w", id, err)
-	}
-	dir := filepath.Join(v.dir, id)
-	os.MkdirAll(dir, 0o700)
-	addr, stop, err := testenv.RunSSHD(v.sshd, dir, []byte(cc.SSHKeys.ED25519Private), cc.SSHAuthorizedKeys)
-	if err != nil {
-		return "", err
-	}
-	v.stops = append(v.stops, stop)
-	return addr, nil
-}
-
-func (v *vmEmulator) close() {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	for _, s := range v.stops {
-		s()
-	}
-}
-
-// awsEnv is a control plane whose aws credentials point at moto through
-// the proxy.
+// awsEnv is a control plane whose aws credentials point at the cloud
+// emulator.
 type awsEnv struct {
 	*env
+	cloud   *cloudemu.Emulator
 	moto    string
 	proxy   *ec2proxy.Proxy
 	outside *ec2.Client
 	west    *ec2.Client
-	vms     *vmEmulator
 	image   string
 	docker  *client.Client
 	suffix  string
-	envFile string
 }
 
 func newAWSEnv(t *testing.T) *awsEnv {
 	t.Helper()
 	docker := testenv.RequireDocker(t)
 	image := testenv.RequireDemoImage(t)
-	sshd := testenv.RequireSSHD(t)
-	moto := testenv.StartMoto(t)
-	proxy, err := ec2proxy.New(moto)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { proxy.Close() })
+	cloud := testenv.StartCloud(t, testenv.CloudOptions{Regions: []string{"us-east-1", "us-west-2"}, Quiet: true})
 	outside, _, err := awsprovider.NewClient(context.Background(), awsprovider.ClientConfig{
-		Region: "us-east-1", AccessKeyID: "testing", SecretAccessKey: "testing", EndpointURL: moto,
+		Region: "us-east-1", AccessKeyID: "testing", SecretAccessKey: "testing", EndpointURL: cloud.Moto,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	west, _, err := awsprovider.NewClient(context.Background(), awsprovider.ClientConfig{
-		Region: "us-west-2", AccessKeyID: "testing", SecretAccessKey: "testing", EndpointURL: moto,
+		Region: "us-west-2", AccessKeyID: "testing", SecretAccessKey: "testing", EndpointURL: cloud.Moto,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	vms := &vmEmulator{sshd: sshd, dir: testenv.ShortTempDir(t), outside: []*ec2.Client{outside, west}, addrs: map[string]string{}}
-	envFile := filepath.Join(testenv.ShortTempDir(t), "anycloud-secrets.env")
 	e := newEnvWith(t, func(c *controlplane.Config) {
 		c.Resync = time.Second
 		c.TuneAWS = func(o *awsprovider.Options) {
-			o.SSH.Address = vms.address
-			o.SSH.User = "root"
-			o.SSH.EnvFile = envFile
 			o.Retry = awsprovider.RetryPolicy{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond, MaxElapsed: 3 * time.Second}
 		}
 	})
 	b := make([]byte, 3)
 	rand.Read(b)
-	a := &awsEnv{env: e, moto: moto, proxy: proxy, outside: outside, west: west, vms: vms, image: image, docker: docker, suffix: hex.EncodeToString(b), envFile: envFile}
-	t.Cleanup(func() {
-		vms.close()
-		a.removeWorkloads()
-	})
+	a := &awsEnv{env: e, cloud: cloud, moto: cloud.Moto, proxy: cloud.Proxy, outside: outside, west: west, image: image, docker: docker, suffix: hex.EncodeToString(b)}
 	e.vars["AWS_SECRET_ACCESS_KEY"] = "testing"
 	e.must("credentials", "new", "moto", "--provider", "aws", "--region", "us-east-1",
-		"--endpoint-url", proxy.URL(), "--access-key-id", "testing")
+		"--endpoint-url", cloud.Endpoint, "--access-key-id", "testing")
 	delete(e.vars, "AWS_SECRET_ACCESS_KEY")
 	return a
 }
@@ -176,17 +86,6 @@ func newAWSEnv(t *testing.T) *awsEnv {
 // name makes a deployment name unique to this test: workload containers
 // of emulated VMs share the machine's engine.
 func (a *awsEnv) name(base string) string { return base + "-" + a.suffix }
-
-func (a *awsEnv) removeWorkloads() {
-	ctx := context.Background()
-	res, err := a.docker.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("name", "anycloud-.*-"+a.suffix)})
-	if err != nil {
-		return
-	}
-	for _, c := range res.Items {
-		a.docker.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true})
-	}
-}
 
 func (a *awsEnv) instances() []types.Instance { return a.instancesIn(a.outside) }
 
@@ -224,18 +123,38 @@ func getDeployment(e *env, name string) (*manifests.Deployment, error) {
 	return o.(*manifests.Deployment), nil
 }
 
+// eventually waits for cond, with a deadline that leaves room for real
+// VM boots on a loaded machine.
 func (a *awsEnv) eventually(what string, cond func() bool) {
 	a.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(3 * time.Minute)
 	for !cond() {
 		if time.Now().After(deadline) {
-			a.vms.mu.Lock()
-			errs := a.vms.errs
-			a.vms.mu.Unlock()
-			a.t.Fatalf("timed out waiting for %s\nemulator errors: %v\ncontrol plane log:\n%s\nproxy counts: %v", what, errs, tail(a.log.String(), 30), a.proxy.Counts())
+			a.t.Fatalf("timed out waiting for %s\ncontrol plane log:\n%s\nproxy counts: %v", what, tail(a.log.String(), 30), a.proxy.Counts())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// userData is an instance's user-data as anyone allowed
+// ec2:DescribeInstanceAttribute reads it, with the AWS CLI.
+func (a *awsEnv) userData(id string) string {
+	a.t.Helper()
+	out := testenv.AWSCLI(a.t, a.moto, "ec2", "describe-instance-attribute", "--instance-id", id,
+		"--attribute", "userData", "--query", "UserData.Value", "--output", "text")
+	ud, err := base64.StdEncoding.DecodeString(strings.TrimSpace(out))
+	if err != nil {
+		a.t.Fatalf("user-data of %s: %v", id, err)
+	}
+	return string(ud)
+}
+
+// waitForResyncs waits until the controller has listed the scope n more
+// times: one DescribeInstances per resync.
+func (a *awsEnv) waitForResyncs(n int) {
+	a.t.Helper()
+	start := a.proxy.Count("DescribeInstances")
+	a.eventually(fmt.Sprintf("%d resyncs", n), func() bool { return a.proxy.Count("DescribeInstances") >= start+n })
 }
 
 func (a *awsEnv) ready(name string) *manifests.Deployment {
@@ -269,11 +188,35 @@ func (a *awsEnv) workloadEnv(name string) map[string]string {
 	return env
 }
 
-func TestAWSSpotDeploymentConvergesWithOneRunInstancesAndRecoversFromAnOutsideTermination(t *testing.T) {
+// TestAWSSpotDeploymentRunsOnARealVMAndRecoversWithRotatedSecrets is the
+// whole AWS chain: apply a spot Deployment with a SecretBundle → one
+// RunInstances → real cloud-init on the VM → SSH with the host key pinned
+// from the console → the env file on the VM's tmpfs, 0600 root → the
+// workload container has the values, explicit env winning → logs and ssh
+// work. Then a preemption from outside brings a new VM with the rotated
+// value, and delete ends the instance, the VM and the keys.
+func TestAWSSpotDeploymentRunsOnARealVMAndRecoversWithRotatedSecrets(t *testing.T) {
 	a := newAWSEnv(t)
 	name := a.name("train")
-	a.must("secrets", "new", "hf", "HF_TOKEN=CANARY-aws-7e8f9a")
-	a.must("submit", a.image, "--name", name, "--credentials", "moto", "--vm-type", "g6e.xlarge", "--spot", "--secret", "hf", "--env", "EPOCHS=3")
+	dir := t.TempDir()
+	writeFile(t, dir, "train.yaml", fmt.Sprintf(`apiVersion: anycloud.dev/v1
+kind: SecretBundle
+metadata: {name: hf}
+spec:
+  stringData: {HF_TOKEN: CANARY-aws-7e8f9a, EPOCHS: "from-bundle"}
+---
+apiVersion: anycloud.dev/v1
+kind: Deployment
+metadata: {name: %s}
+spec:
+  image: %s
+  credentials: moto
+  vmType: t3.micro
+  spot: true
+  secrets: [hf]
+  env: {EPOCHS: "3"}
+`, name, a.image))
+	a.must("apply", "-f", dir, "--wait", "--timeout", "3m")
 	d := a.ready(name)
 
 	if got := a.proxy.Count("RunInstances"); got != 1 {
@@ -286,27 +229,56 @@ func TestAWSSpotDeploymentConvergesWithOneRunInstancesAndRecoversFromAnOutsideTe
 	if len(insts) != 1 || insts[0].InstanceLifecycle != types.InstanceLifecycleTypeSpot {
 		t.Fatalf("instances: %d, lifecycle %v", len(insts), insts)
 	}
-	if d.Status.VM.ID != sdkaws.ToString(insts[0].InstanceId) || d.Status.VM.Market != "spot" || !d.Status.VM.Bootstrapped || d.Status.VM.BundleVersions["hf"] != 1 {
+	first := d.Status.VM.ID
+	if first != sdkaws.ToString(insts[0].InstanceId) || d.Status.VM.Market != "spot" || !d.Status.VM.Bootstrapped || d.Status.VM.BundleVersions["hf"] != 1 {
 		t.Errorf("status VM = %+v", d.Status.VM)
 	}
+	if mo := insts[0].MetadataOptions; mo == nil || mo.HttpTokens != types.HttpTokensStateRequired {
+		t.Errorf("instance metadata options %+v, want IMDSv2 required", mo)
+	}
+	// The workload is a sibling container the VM's docker started, with
+	// the bundle's values and the explicit env winning.
 	if env := a.workloadEnv(name); env["HF_TOKEN"] != "CANARY-aws-7e8f9a" || env["EPOCHS"] != "3" {
 		t.Errorf("workload env = %v", env)
 	}
 	if a.proxy.Seen("CANARY-aws-7e8f9a") {
 		t.Error("the secret value was sent to EC2")
 	}
-	// The bundle is protected while the aws deployment runs.
 	if r := a.run("secrets", "delete", "hf"); r.code != 3 || !strings.Contains(r.stderr, name) {
 		t.Errorf("secrets delete of a bundle in use: exit %d\n%s", r.code, r.stderr)
 	}
 
-	// A preemption from outside, by the AWS CLI.
-	first := d.Status.VM.ID
+	// On the VM: the env file is on tmpfs, 0600, root's; ssh and logs use
+	// the deployment's key and the pinned host key.
+	if r := a.run("ssh", name, "--", "sudo", "stat", "-f", "-c", "%T", bootstrap.DefaultEnvFile, ";", "sudo", "stat", "-c", "%a:%U", bootstrap.DefaultEnvFile); r.err != nil ||
+		strings.Fields(r.stdout)[0] != "tmpfs" || strings.TrimSpace(strings.Fields(r.stdout)[1]) != "600:root" {
+		t.Errorf("anycloud ssh: env file filesystem, mode and owner %q, err %v\n%s", r.stdout, r.err, r.stderr)
+	}
+	if r := a.run("ssh", name, "--", "cloud-init", "status"); r.err != nil || !strings.Contains(r.stdout, "done") {
+		t.Errorf("cloud-init status on the VM: %q %v", r.stdout, r.err)
+	}
+	if logs := a.must("logs", name).stdout; !strings.Contains(logs, "HF_TOKEN") || strings.Contains(logs, "CANARY-aws-7e8f9a") {
+		t.Errorf("logs over SSH:\n%s", logs)
+	}
+	keyPath := filepath.Join(a.home, ".ssh", d.Metadata.UID)
+	if fi, err := os.Stat(keyPath); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("deployment key %s: %v", keyPath, err)
+	}
+
+	// Rotate, then a preemption from outside, by the AWS CLI: the new VM
+	// gets the rotated value; the old one kept its own.
+	a.must("secrets", "new", "hf", "HF_TOKEN=CANARY-rotated-3c2b1a", "EPOCHS=from-bundle")
 	testenv.AWSCLI(t, a.moto, "ec2", "terminate-instances", "--instance-ids", first)
-	d2 := a.ready(name)
-	a.eventually("a replacement", func() bool { d2 = a.ready(name); return d2.Status.VM.ID != first })
-	if d2.Status.Recoveries != 1 || d2.Status.VM.Attempt != 2 {
-		t.Errorf("after the preemption: recoveries %d attempt %d", d2.Status.Recoveries, d2.Status.VM.Attempt)
+	var d2 *manifests.Deployment
+	a.eventually("a replacement", func() bool {
+		d2 = a.ready(name)
+		return d2.Status.VM.ID != first && d2.Status.VM.Bootstrapped
+	})
+	if d2.Status.Recoveries != 1 || d2.Status.VM.Attempt != 2 || d2.Status.VM.BundleVersions["hf"] != 2 {
+		t.Errorf("after the preemption: recoveries %d attempt %d bundles %v", d2.Status.Recoveries, d2.Status.VM.Attempt, d2.Status.VM.BundleVersions)
+	}
+	if env := a.workloadEnv(name); env["HF_TOKEN"] != "CANARY-rotated-3c2b1a" || env["EPOCHS"] != "3" {
+		t.Errorf("replacement workload env = %v, want the rotated value", env)
 	}
 	var replacement types.Instance
 	for _, in := range a.instances() {
@@ -324,32 +296,44 @@ func TestAWSSpotDeploymentConvergesWithOneRunInstancesAndRecoversFromAnOutsideTe
 	if got := a.proxy.Count("RunInstances"); got != 2 {
 		t.Errorf("RunInstances after one recovery = %d, want 2", got)
 	}
+	if c := a.cloud.VMs.Container(first); c != "" {
+		t.Errorf("the preempted VM's container %s is still there", c)
+	}
 
-	// ssh and logs reach the VM with the deployment's key and pinned host
-	// key.
-	if r := a.run("ssh", name, "--", "stat", "-c", "%a:%U", a.envFile); r.err != nil || strings.TrimSpace(r.stdout) != "600:root" {
-		t.Errorf("anycloud ssh: env file mode/owner %q, err %v\n%s", r.stdout, r.err, r.stderr)
+	// Anyone who may describe the instances reads their user-data: it
+	// holds no private key and no secret value.
+	for _, in := range a.instances() {
+		ud := a.userData(sdkaws.ToString(in.InstanceId))
+		for _, bad := range []string{"PRIVATE KEY", "CANARY-aws-7e8f9a", "CANARY-rotated-3c2b1a"} {
+			if strings.Contains(ud, bad) {
+				t.Errorf("user-data of %s contains %q", sdkaws.ToString(in.InstanceId), bad)
+			}
+		}
+		if !strings.HasPrefix(ud, "#cloud-config") {
+			t.Errorf("user-data of %s:\n%s", sdkaws.ToString(in.InstanceId), ud)
+		}
 	}
-	if logs := a.must("logs", name).stdout; !strings.Contains(logs, "HF_TOKEN") || strings.Contains(logs, "CANARY-aws-7e8f9a") {
-		t.Errorf("logs over SSH:\n%s", logs)
-	}
-	keyPath := filepath.Join(a.home, ".ssh", d.Metadata.UID)
-	if fi, err := os.Stat(keyPath); err != nil || fi.Mode().Perm() != 0o600 {
-		t.Errorf("deployment key %s: %v", keyPath, err)
-	}
-	// Delete: TerminateInstances, then the object goes.
+
+	// Delete: TerminateInstances, the VM container goes, then the object
+	// and the deployment's keys.
 	a.proxy.Reset()
 	a.must("delete", "deploy", name, "--wait", "--timeout", "60s")
 	if a.proxy.Count("TerminateInstances") < 1 {
 		t.Errorf("delete made no TerminateInstances: %v", a.proxy.Counts())
 	}
-	if _, err := os.Stat(keyPath); !os.IsNotExist(err) {
-		t.Errorf("the deployment's SSH key outlived it: %v", err)
+	for _, p := range []string{keyPath, keyPath + ".pub", keyPath + ".known_hosts"} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s outlived the deployment: %v", p, err)
+		}
 	}
 	for _, in := range a.instances() {
 		if sdkaws.ToString(in.InstanceId) == d2.Status.VM.ID && in.State.Name != types.InstanceStateNameTerminated {
 			t.Errorf("instance %s is %s after delete", d2.Status.VM.ID, in.State.Name)
 		}
+	}
+	a.eventually("the VM container gone", func() bool { return a.cloud.VMs.Container(d2.Status.VM.ID) == "" })
+	if _, err := a.docker.ContainerInspect(context.Background(), "anycloud-"+name, client.ContainerInspectOptions{}); err == nil {
+		t.Error("the workload container outlived its VM")
 	}
 }
 
@@ -373,14 +357,12 @@ func TestAWSIdleResyncIsOneDescribeAndNoMutatingCalls(t *testing.T) {
 	for _, n := range names {
 		a.ready(n)
 	}
-	time.Sleep(500 * time.Millisecond)
+	// Converged: from one resync to the third after it, nothing but the
+	// listing itself.
+	a.waitForResyncs(1)
 	a.proxy.Reset()
-	time.Sleep(3500 * time.Millisecond) // about three resyncs of 1s
+	a.waitForResyncs(3)
 	counts := a.proxy.Counts()
-	describes := counts["DescribeInstances"]
-	if describes < 2 || describes > 5 {
-		t.Errorf("DescribeInstances over ~3 resyncs = %d, want one per resync", describes)
-	}
 	delete(counts, "DescribeInstances")
 	if len(counts) != 0 {
 		t.Errorf("an idle, converged system made other calls: %v", counts)
@@ -394,7 +376,7 @@ func TestAWSConvergesThroughThrottlingAndDroppedResponsesWithoutDuplicates(t *te
 	a.proxy.Inject("DescribeInstances", ec2proxy.Throttle, ec2proxy.Unavailable)
 	a.must("submit", a.image, "--name", name, "--credentials", "moto", "--spot")
 	a.ready(name)
-	time.Sleep(1500 * time.Millisecond) // a resync or two: a duplicate would show
+	a.waitForResyncs(2) // a duplicate would show in these listings
 	var ours int
 	for _, in := range a.instances() {
 		if awsTag(in, awsprovider.TagDeployment) == name && in.State.Name != types.InstanceStateNameTerminated {

@@ -111,6 +111,19 @@ func NewCmdUp(f *Factory, runF func(*Factory) error) *cobra.Command {
 	}
 }
 
+// controlPlanePID is the pid of the control plane of home, or 0. The
+// control plane that answers on the socket says its own pid; when none
+// answers (wedged, or starting), the pid file counts only if the process
+// it names is still the one that wrote it. A pid file alone is never
+// trusted: after a crash its number can belong to any process.
+func controlPlanePID(ctx context.Context, home string) int {
+	c := api.NewClient(filepath.Join(home, api.SocketFile))
+	if pid, err := c.PID(ctx); err == nil && pid > 0 {
+		return pid
+	}
+	return controlplane.ReadPID(home)
+}
+
 // NewCmdDown builds `anycloud down`.
 func NewCmdDown(f *Factory, runF func(*Factory) error) *cobra.Command {
 	return &cobra.Command{
@@ -125,9 +138,13 @@ func NewCmdDown(f *Factory, runF func(*Factory) error) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			pid := controlplane.ReadPID(home)
+			pid := controlPlanePID(cmd.Context(), home)
 			if pid == 0 {
-				fmt.Fprintln(f.IO.Out, "control plane not running")
+				msg := "control plane not running"
+				if controlplane.RemoveStalePIDFile(home) {
+					msg += " (removed a stale pid file; the process it named, if any, is not a control plane and was left alone)"
+				}
+				fmt.Fprintln(f.IO.Out, msg)
 				return nil
 			}
 			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {

@@ -130,6 +130,9 @@ func (o *CredentialsNewOptions) Run(ctx context.Context) error {
 		if secret == "" {
 			return usageErrorf("credentials new: --access-key-id needs the secret access key in AWS_SECRET_ACCESS_KEY or on stdin with --secret-access-key-stdin")
 		}
+		if msg := manifests.CheckSecretValue(secret); msg != "" {
+			return fmt.Errorf("credentials %s: the secret access key: %s", o.Name, msg)
+		}
 		secrets = map[string]string{"secretAccessKey": secret}
 	}
 	for _, e := range manifests.Validate(obj) {
@@ -164,7 +167,7 @@ func NewCmdCredentialsList(f *Factory) *cobra.Command {
 			return g.Run(cmd.Context())
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: wide, json, yaml or name")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: wide, json, yaml, name or jsonpath=TEMPLATE (e.g. jsonpath={.status.vm.id})")
 	return cmd
 }
 
@@ -181,7 +184,14 @@ func NewCmdCredentialsDelete(f *Factory, runF func(*CredentialsDeleteOptions) er
 	cmd := &cobra.Command{
 		Use:   "delete NAME [--force]",
 		Short: "Delete credentials; refused (exit status 3) while deployments use them",
-		Args:  exactArgs(1, "NAME"),
+		Long: `Delete credentials. While deployments that are not terminal use them, the
+delete is refused (exit status 3), listing them. --force marks them for
+deletion instead: they stay, Terminating, only as long as those deployments
+exist (nothing else could terminate their VMs), and new deployments cannot
+use them. Credentials that are the only way to reach VMs left behind by
+'delete deploy --force' are kept until the orphan sweep has terminated
+them; --force forgets those VMs.`,
+		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Name = args[0]
 			if runF != nil {
@@ -191,10 +201,11 @@ func NewCmdCredentialsDelete(f *Factory, runF func(*CredentialsDeleteOptions) er
 			if err != nil {
 				return err
 			}
-			if _, err := c.Delete(cmd.Context(), manifests.KindCredentials, o.Name, state.DeleteOptions{Force: o.Force}); err != nil {
+			res, err := c.DeleteWithResult(cmd.Context(), manifests.KindCredentials, o.Name, state.DeleteOptions{Force: o.Force})
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(f.IO.Out, "credentials/%s deleted\n", o.Name)
+			fmt.Fprintln(f.IO.Out, forcedDeleteMessage(manifests.ObjectRef{Kind: manifests.KindCredentials, Name: o.Name}, res))
 			return nil
 		},
 	}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -40,9 +41,15 @@ Deployments are deleted first; a deployment stays Terminating until its VM is
 gone. With -f, a SecretBundle or Credentials object that deployments still
 use stays Terminating until the last of them is gone, then disappears: so
 deleting a deployment and its bundle together just works. By name, deleting
-one in use is refused (exit status 3) listing its users. --force deletes a
-bundle or credentials at once, even while in use (running VMs keep their
-values; their next VM creation fails).`,
+one in use is refused (exit status 3) listing its users.
+
+--force says what it leaves behind. A bundle is deleted at once, even in
+use (running VMs keep their values; their next VM creation waits for it).
+Credentials in use are kept, Terminating, until their users are gone:
+nothing else can terminate those VMs. A deployment is removed at once,
+without waiting for its VM (for a cloud that cannot be reached, such as
+credentials that never worked): the VM, if any, is recorded on its
+credentials, which are kept until the orphan sweep has terminated it.`,
 		Example: `  anycloud delete -f examples/quickstart
   anycloud delete deploy train --wait
   anycloud delete sb hf --force`,
@@ -68,7 +75,7 @@ values; their next VM creation fails).`,
 	}
 	cmd.Flags().StringSliceVarP(&o.Files, "filename", "f", nil, "manifest file, directory, or - for stdin")
 	cmd.Flags().BoolVarP(&o.Recursive, "recursive", "R", false, "descend into subdirectories")
-	cmd.Flags().BoolVar(&o.Force, "force", false, "delete bundles and credentials at once, even while in use")
+	cmd.Flags().BoolVar(&o.Force, "force", false, "deployments: at once, without waiting for the VM; bundles: even while in use; credentials in use: when their users are gone")
 	cmd.Flags().BoolVar(&o.Wait, "wait", false, "wait until the objects are gone")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", 10*time.Minute, "how long --wait waits")
 	cmd.Flags().BoolVar(&o.IgnoreNotFound, "ignore-not-found", false, "treat objects that do not exist as deleted")
@@ -117,14 +124,19 @@ func (o *DeleteOptions) Run(ctx context.Context) error {
 		// Deleting through manifests is declarative (a bundle in use waits,
 		// Terminating, for its users); by name it is not: a bundle or
 		// credentials in use is refused (exit 3) unless --force.
-		gone, err := c.Delete(ctx, r.Kind, r.Name, state.DeleteOptions{Declarative: len(o.Files) > 0, Force: o.Force})
+		res, err := c.DeleteWithResult(ctx, r.Kind, r.Name, state.DeleteOptions{Declarative: len(o.Files) > 0, Force: o.Force})
 		switch {
 		case errors.Is(err, state.ErrNotFound) && o.IgnoreNotFound:
 			continue
 		case err != nil:
 			errs = append(errs, fmt.Errorf("%s: %w", refName(r), err))
 			continue
-		case gone:
+		case o.Force:
+			fmt.Fprintln(o.f.IO.Out, forcedDeleteMessage(r, res))
+			if !res.Deleted {
+				pending = append(pending, r)
+			}
+		case res.Deleted:
 			fmt.Fprintf(o.f.IO.Out, "%s deleted\n", refName(r))
 		default:
 			fmt.Fprintf(o.f.IO.Out, "%s terminating (%s)\n", refName(r), o.why(ctx, c, r))
@@ -138,6 +150,40 @@ func (o *DeleteOptions) Run(ctx context.Context) error {
 		return waitGone(ctx, o.f, c, pending, o.Timeout)
 	}
 	return nil
+}
+
+// forcedDeleteMessage says what a forced delete did and what it left
+// behind, so that nothing is left without the user knowing.
+func forcedDeleteMessage(r manifests.ObjectRef, res api.DeleteResponse) string {
+	names := func(refs []manifests.ObjectRef) string {
+		var n []string
+		for _, u := range refs {
+			n = append(n, u.Name)
+		}
+		return strings.Join(n, ", ")
+	}
+	switch {
+	case r.Kind == manifests.KindDeployment && res.Leftover != nil:
+		l := res.Leftover
+		vm := "the VM of its launch under way"
+		if l.VMID != "" {
+			vm = "VM " + l.VMID
+		}
+		var d manifests.Deployment
+		creds := "its credentials"
+		if json.Unmarshal(res.Object, &d) == nil && d.Spec.Credentials != "" {
+			creds = "credentials " + d.Spec.Credentials
+		}
+		return fmt.Sprintf("%s deleted without waiting for its VM: %s may still be running. It is recorded on %s: the orphan sweep terminates it once it can reach the account (after the grace period), and the credentials are kept until it has (see `anycloud describe creds %s`).",
+			refName(r), vm, creds, strings.TrimPrefix(creds, "credentials "))
+	case r.Kind == manifests.KindDeployment:
+		return fmt.Sprintf("%s deleted (it had no VM)", refName(r))
+	case r.Kind == manifests.KindCredentials && !res.Deleted:
+		return fmt.Sprintf("%s terminating: in use by %s; kept, since nothing else can terminate their VMs, until they are deleted (new deployments cannot use them)", refName(r), names(res.Users))
+	case len(res.Users) > 0:
+		return fmt.Sprintf("%s deleted; %s keep the values their running VMs have, and their next VM creation (resubmit, recovery) waits until a bundle of that name exists again; a resubmit keeps the running VM meanwhile", refName(r), names(res.Users))
+	}
+	return refName(r) + " deleted"
 }
 
 // why says what holds a terminating object.

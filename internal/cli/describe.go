@@ -149,6 +149,19 @@ func describe(w io.Writer, now time.Time, obj manifests.Object, events []state.E
 		field(1, "Phase", orNone(o.Status.Phase))
 		field(1, "Secret fields", orNone(strings.Join(o.Status.SecretKeys, ", ")))
 		field(1, "Used by", usedBy(o.Status.UsedBy))
+		if len(o.Status.LeftoverVMs) > 0 {
+			// Left behind by forced deletes: the orphan sweep ends them,
+			// and the credentials stay until it has.
+			var l []string
+			for _, v := range o.Status.LeftoverVMs {
+				vm := v.VMID
+				if vm == "" {
+					vm = "<launch under way>"
+				}
+				l = append(l, fmt.Sprintf("%s (deployment %s, uid %s, since %s)", vm, v.Deployment, v.UID, v.Since.Format(time.RFC3339)))
+			}
+			field(1, "Leftover VMs", strings.Join(l, "; "))
+		}
 	}
 
 	fmt.Fprintln(w, "Events:")

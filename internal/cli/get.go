@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -24,7 +25,7 @@ type GetOptions struct {
 func NewCmdGet(f *Factory, runF func(*GetOptions) error) *cobra.Command {
 	o := &GetOptions{f: f}
 	cmd := &cobra.Command{
-		Use:   "get deployments|secretbundles|credentials [NAME] [-o wide|json|yaml|name] [-w]",
+		Use:   "get deployments|secretbundles|credentials [NAME] [-o wide|json|yaml|name|jsonpath=T] [-w]",
 		Short: "List objects, or show one",
 		Long: `List objects of a kind, or show one by name. Kinds may be singular, plural
 or short: deployment/deployments/deploy, secretbundle/secretbundles/sb,
@@ -52,7 +53,7 @@ credentials/creds. Secret values are never shown: bundles list key names.`,
 			return o.Run(cmd.Context())
 		},
 	}
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "output format: wide, json, yaml or name")
+	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "output format: wide, json, yaml, name or jsonpath=TEMPLATE (e.g. jsonpath={.status.vm.id})")
 	cmd.Flags().BoolVarP(&o.Watch, "watch", "w", false, "after listing, watch for changes")
 	return cmd
 }
@@ -73,11 +74,15 @@ func (o *GetOptions) Run(ctx context.Context) error {
 			if o.Name != "" && ev.Object.GetMeta().Name != o.Name {
 				return nil
 			}
-			switch o.Output {
-			case outputJSON:
+			switch {
+			case strings.HasPrefix(o.Output, outputJSONPath):
+				if err := printObjects(out, o.Output, []manifests.Object{ev.Object}, true); err != nil {
+					return err
+				}
+			case o.Output == outputJSON:
 				b, _ := json.Marshal(ev)
 				fmt.Fprintln(out, string(b))
-			case outputYAML, outputName:
+			case o.Output == outputYAML, o.Output == outputName:
 				if err := printObjects(out, o.Output, []manifests.Object{ev.Object}, true); err != nil {
 					return err
 				}

@@ -194,9 +194,9 @@ func TestWatchDirAppliesChangesAndSurvivesABadFile(t *testing.T) {
 	if !ready("w-a")() {
 		t.Error("w-a is not Ready")
 	}
-	// The same set as `apply -f DIR --prune`: a manual apply changes
-	// nothing.
-	if r := e.run("diff", "-f", dir, "--prune"); r.code != 0 {
+	// The same set as `apply -f DIR -R --prune` (the watch reads DIR
+	// recursively): a manual apply changes nothing.
+	if r := e.run("diff", "-f", dir, "-R", "--prune"); r.code != 0 {
 		t.Errorf("the watch-dir's apply set differs from apply -f DIR's:\n%s", r)
 	}
 }

@@ -389,3 +389,49 @@ func (o *AuthStatusOptions) Run(ctx context.Context) error {
 	fmt.Fprintf(w, "  token: sealed in %s\n", path)
 	return nil
 }
+
+// heldLogin is the GitHub login, opened under the old key and held in
+// memory while `keys rotate` replaces the key, so that it can be sealed
+// again under the new one: the login lives in .token, outside the store
+// that the rotation re-seals.
+type heldLogin struct {
+	home  string
+	login *github.Login
+}
+
+// holdLogin opens the login, if there is one that opens; nil otherwise.
+func holdLogin(f *Factory) *heldLogin {
+	home, err := f.HomeDir()
+	if err != nil {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(home, github.TokenFile)); err != nil {
+		return nil
+	}
+	keys, err := seal.Load(home, false)
+	if err != nil {
+		return nil
+	}
+	l, err := github.Load(home, keys)
+	if err != nil {
+		return nil
+	}
+	return &heldLogin{home: home, login: l}
+}
+
+// reseal seals the held login under the key now in place. Failing, it
+// says so: the login is then lost, and a new `anycloud login` replaces it.
+func (h *heldLogin) reseal(f *Factory) {
+	if h == nil {
+		return
+	}
+	keys, err := seal.Load(h.home, false)
+	if err == nil {
+		err = github.Save(h.home, keys, h.login)
+	}
+	if err != nil {
+		fmt.Fprintf(f.IO.ErrOut, "warning: the GitHub login could not be sealed under the new key (%v); run `anycloud login` again\n", err)
+		return
+	}
+	fmt.Fprintln(f.IO.ErrOut, "The GitHub login is sealed under the new key too.")
+}

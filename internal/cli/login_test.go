@@ -314,3 +314,28 @@ func TestLoginNeverMakesANewKeyBesideAStore(t *testing.T) {
 		t.Errorf("a new key was made beside the store: %v", err)
 	}
 }
+
+func TestKeysRotateSealsTheGitHubLoginUnderTheNewKey(t *testing.T) {
+	s := githubtest.NewServer(t, tokenCanary)
+	e := newEnv(t)
+	e.vars[envGitHubURL], e.vars[envGitHubAPIURL] = s.URL, s.URL
+	e.must("secrets", "new", "hf", "HF_TOKEN=x") // something in the store to re-seal
+	if r := e.runIn(tokenCanary, "login", "--with-token"); r.err != nil {
+		t.Fatalf("%s\n%v", r, r.err)
+	}
+	before, _ := os.ReadFile(filepath.Join(e.home, github.TokenFile))
+	r := e.must("keys", "rotate")
+	if !strings.Contains(r.stderr, "GitHub login is sealed under the new key") {
+		t.Errorf("keys rotate:\n%s", r)
+	}
+	after, _ := os.ReadFile(filepath.Join(e.home, github.TokenFile))
+	if bytes.Equal(before, after) {
+		t.Error(".token was not sealed again")
+	}
+	if r := e.run("auth", "status"); r.err != nil || !strings.Contains(r.stdout, "logged in as octocat") {
+		t.Errorf("auth status after the rotation:\n%s", r)
+	}
+	if hasToken(after) || hasToken([]byte(r.String())) {
+		t.Error("the token shows after the rotation")
+	}
+}

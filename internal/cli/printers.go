@@ -27,7 +27,13 @@ func validateOutput(o string) error {
 	case outputTable, outputWide, outputJSON, outputYAML, outputName:
 		return nil
 	}
-	return usageErrorf("unknown output format %q (wide, json, yaml or name)", o)
+	if tmpl, ok := strings.CutPrefix(o, outputJSONPath); ok {
+		if _, err := parseJSONPath(tmpl); err != nil {
+			return &UsageError{Err: err}
+		}
+		return nil
+	}
+	return usageErrorf("unknown output format %q (wide, json, yaml, name or jsonpath=TEMPLATE)", o)
 }
 
 // table writes aligned columns.
@@ -84,6 +90,20 @@ func refName(r manifests.ObjectRef) string {
 // printObjects writes objects in a structured format: one object, or a
 // list of them.
 func printObjects(w io.Writer, format string, objs []manifests.Object, single bool) error {
+	if tmpl, ok := strings.CutPrefix(format, outputJSONPath); ok {
+		jp, err := parseJSONPath(tmpl)
+		if err != nil {
+			return err
+		}
+		for _, o := range objs {
+			line, err := jp.eval(o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(w, line)
+		}
+		return nil
+	}
 	switch format {
 	case outputName:
 		for _, o := range objs {

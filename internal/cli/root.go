@@ -122,7 +122,10 @@ func (f *Factory) startBackground(ctx context.Context, home string) error {
 	cmd := exec.Command(exe, "controller", "--home", home)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	cmd.Env = os.Environ()
+	// Never the CLI's whole environment: a secret exported for this
+	// command (HF_TOKEN=… anycloud apply) would stay in the daemon's
+	// environ for its lifetime.
+	cmd.Env = controlplane.MinimalEnv(os.Environ())
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start control plane: %w", err)
 	}
@@ -220,6 +223,8 @@ Credentials manifests; a local control plane keeps the cloud matching them.`,
 		NewCmdUp(f, nil),
 		NewCmdDown(f, nil),
 		NewCmdDashboard(f, nil),
+		NewCmdBackup(f, nil),
+		NewCmdKeys(f),
 		NewCmdLogin(f, nil),
 		NewCmdLogout(f, nil),
 		NewCmdAuth(f),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"slices"
@@ -54,25 +55,27 @@ func (o *SecretValueOptions) Validate() error {
 	if len(o.Pairs)+len(o.FromEnv)+len(o.FromFile) == 0 {
 		return usageErrorf("want at least one KEY=VALUE, --from-env KEY or --from-file KEY=PATH")
 	}
-	for _, p := range o.Pairs {
+	// No message here echoes an argument: a key that is not a name is
+	// usually a value typed without its KEY= (or with the '=' in the
+	// wrong place), and would land in the terminal and its scrollback.
+	for i, p := range o.Pairs {
 		k, _, ok := strings.Cut(p, "=")
 		if !ok {
-			// Never echo the argument: it may be a value typed without KEY=.
-			return usageErrorf("an argument is not KEY=VALUE (the key is missing or there is no '=')")
+			return usageErrorf("argument %d after the bundle name is not KEY=VALUE (the key is missing or there is no '='); it is not shown, as it may be a value", i+1)
 		}
 		if !manifests.ValidEnvKey(k) {
-			return usageErrorf("%q is not a valid key: use letters, digits and '_', not starting with a digit", k)
+			return usageErrorf("argument %d after the bundle name: the part before '=' is not a valid key (letters, digits and '_', not starting with a digit); it is not shown, as it may be a value", i+1)
 		}
 	}
-	for _, k := range o.FromEnv {
+	for i, k := range o.FromEnv {
 		if !manifests.ValidEnvKey(k) {
-			return usageErrorf("--from-env %q is not a valid key", k)
+			return usageErrorf("--from-env number %d is not a valid variable name (letters, digits and '_', not starting with a digit); it is not shown, as it may be a value", i+1)
 		}
 	}
-	for _, p := range o.FromFile {
+	for i, p := range o.FromFile {
 		k, path, ok := strings.Cut(p, "=")
 		if !ok || path == "" || !manifests.ValidEnvKey(k) {
-			return usageErrorf("--from-file wants KEY=PATH, got %q", p)
+			return usageErrorf("--from-file number %d is not KEY=PATH with a valid key (letters, digits and '_', not starting with a digit); it is not shown, as it may be a value", i+1)
 		}
 	}
 	return nil
@@ -88,6 +91,11 @@ func (o *SecretValueOptions) Values(getenv func(string) string) (map[string]stri
 		}
 		if v == "" {
 			return fmt.Errorf("key %s: the value from %s is empty", k, from)
+		}
+		// Checked before anything is sent: JSON would turn invalid UTF-8
+		// into U+FFFD, and a NUL byte cannot be delivered as env.
+		if msg := manifests.CheckSecretValue(v); msg != "" {
+			return fmt.Errorf("key %s (from %s): %s", k, from, msg)
 		}
 		out[k] = v
 		return nil
@@ -105,7 +113,7 @@ func (o *SecretValueOptions) Values(getenv func(string) string) (map[string]stri
 	}
 	for _, p := range o.FromFile {
 		k, path, _ := strings.Cut(p, "=")
-		b, err := os.ReadFile(path)
+		b, err := readLimited(path, manifests.MaxValueBytes+2) // +2: a trailing newline
 		if err != nil {
 			return nil, fmt.Errorf("--from-file %s: %w", k, err)
 		}
@@ -117,6 +125,17 @@ func (o *SecretValueOptions) Values(getenv func(string) string) (map[string]stri
 		}
 	}
 	return out, nil
+}
+
+// readLimited reads a file, or its first limit+1 bytes when it is larger:
+// enough to tell that it is too large without holding all of it.
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, limit+1))
 }
 
 // SecretsNewOptions are the options of `anycloud secrets new`.
@@ -183,6 +202,7 @@ func (o *SecretsNewOptions) Run(ctx context.Context) error {
 	}
 	r := resp.Results[0]
 	fmt.Fprintf(o.f.IO.Out, "secretbundle/%s %s (keys: %s)\n", o.Name, r.Action, strings.Join(slices.Sorted(maps.Keys(values)), ", "))
+	printWarnings(o.f, resp)
 	if r.Action == state.ActionConfigured {
 		fmt.Fprintln(o.f.IO.ErrOut, "Running VMs keep their values; `anycloud resubmit NAME` replaces a deployment's VM with the new ones.")
 	}
@@ -214,7 +234,7 @@ func NewCmdSecretsList(f *Factory, runF func(*SecretsListOptions) error) *cobra.
 			return g.Run(cmd.Context())
 		},
 	}
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "output format: wide, json, yaml or name")
+	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "output format: wide, json, yaml, name or jsonpath=TEMPLATE (e.g. jsonpath={.status.vm.id})")
 	return cmd
 }
 
@@ -254,10 +274,11 @@ func (o *SecretsDeleteOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := c.Delete(ctx, manifests.KindSecretBundle, o.Name, state.DeleteOptions{Force: o.Force}); err != nil {
+	res, err := c.DeleteWithResult(ctx, manifests.KindSecretBundle, o.Name, state.DeleteOptions{Force: o.Force})
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(o.f.IO.Out, "secretbundle/%s deleted\n", o.Name)
+	fmt.Fprintln(o.f.IO.Out, forcedDeleteMessage(manifests.ObjectRef{Kind: manifests.KindSecretBundle, Name: o.Name}, res))
 	return nil
 }
 

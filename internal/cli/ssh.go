@@ -81,6 +81,8 @@ func (o *SSHOptions) Run(ctx context.Context) error {
 		"-i", info.KeyPath, "-p", port,
 		"-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=" + known,
 		"-o", "GlobalKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+		// A VM that cannot be reached is reported as such, not waited on.
+		"-o", "ConnectTimeout=15",
 		info.User + "@" + host,
 	}
 	args = append(args, o.Command...)

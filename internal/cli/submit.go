@@ -275,6 +275,9 @@ func waitResubmitted(ctx context.Context, f *Factory, c *api.Client, name string
 			fmt.Fprintf(f.IO.ErrOut, "deployment/%s: replacement %s ready\n", name, d.Status.VM.ID)
 			return nil
 		}
+		if err := missingBundlesError(ctx, c, d); err != nil {
+			return err
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

@@ -2,7 +2,6 @@ package cloudemu
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -21,6 +20,9 @@ type Options struct {
 	Moto string
 	// MotoPort is the port of the moto_server to start (0: any free port).
 	MotoPort int
+	// Addr is where the EC2 endpoint (the proxy) listens (default
+	// 127.0.0.1 on a free port).
+	Addr string
 	// Image is the VM image tag (scripts/vm-image.sh --tag).
 	Image  string
 	Docker *client.Client
@@ -62,7 +64,11 @@ func Start(ctx context.Context, o Options) (*Emulator, error) {
 		}
 		e.moto, e.Moto = m, m.Endpoint
 	}
-	proxy, err := ec2proxy.New(e.Moto)
+	addr := o.Addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	proxy, err := ec2proxy.Listen(e.Moto, addr)
 	if err != nil {
 		e.stopMoto()
 		return nil, err
@@ -110,7 +116,3 @@ func (e *Emulator) stopMoto() {
 		e.moto.Stop()
 	}
 }
-
-// ErrNoImage is returned by ImageTag's callers when the VM image is not
-// built.
-var ErrNoImage = errors.New("the VM image is not built (scripts/vm-image.sh)")

@@ -6,14 +6,10 @@ package controlplane
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -23,7 +19,6 @@ import (
 	"github.com/anycloud/anycloud/controller"
 	"github.com/anycloud/anycloud/dashboard"
 	awsprovider "github.com/anycloud/anycloud/provider/aws"
-	"github.com/anycloud/anycloud/seal"
 	"github.com/anycloud/anycloud/state"
 )
 
@@ -76,13 +71,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer store.Close()
-	box, err := seal.LoadBoxKey(cfg.Home)
+	box := store.SealingKey()
+	pidPath, err := writePIDFile(cfg.Home)
 	if err != nil {
 		return err
-	}
-	pidPath := filepath.Join(cfg.Home, PIDFile)
-	if err := os.WriteFile(pidPath, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
-		return fmt.Errorf("write pid file: %w", err)
 	}
 	defer os.Remove(pidPath)
 
@@ -171,20 +163,4 @@ func NewLogger(w io.Writer, v int) logr.Logger {
 		}
 		fmt.Fprintf(w, "%s %s\n", ts, args)
 	}, funcr.Options{Verbosity: v})
-}
-
-// ReadPID returns the pid recorded by a running control plane, or 0.
-func ReadPID(home string) int {
-	b, err := os.ReadFile(filepath.Join(home, PIDFile))
-	if err != nil {
-		return 0
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return 0
-	}
-	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
-		return 0
-	}
-	return pid
 }

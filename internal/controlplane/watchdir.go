@@ -51,7 +51,7 @@ func newWatchDir(dir string, interval time.Duration, srv *api.Server, store stat
 	if interval <= 0 {
 		interval = 30 * time.Second
 	}
-	w := &watchDir{dir: abs, set: manifests.DefaultApplySet([]string{abs}), interval: interval, srv: srv, store: store, log: log}
+	w := &watchDir{dir: abs, set: manifests.DefaultApplySet([]string{abs}, true), interval: interval, srv: srv, store: store, log: log}
 	w.status = api.SourceStatus{Dir: abs, ApplySet: w.set}
 	return w, nil
 }

@@ -152,7 +152,10 @@ type answer struct {
 
 // New starts a Proxy to target, the base URL of an EC2 endpoint such as
 // "http://127.0.0.1:5000", listening on a free port of 127.0.0.1.
-func New(target string) (*Proxy, error) {
+func New(target string) (*Proxy, error) { return Listen(target, "127.0.0.1:0") }
+
+// Listen is New listening on addr (host:port; port 0 picks a free one).
+func Listen(target, addr string) (*Proxy, error) {
 	u, err := url.Parse(target)
 	if err != nil {
 		return nil, fmt.Errorf("parse target %q: %w", target, err)
@@ -160,7 +163,7 @@ func New(target string) (*Proxy, error) {
 	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
 		return nil, fmt.Errorf("target %q is not an http(s) URL", target)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}

@@ -258,6 +258,49 @@ func (p *Provider) List(ctx context.Context) ([]provider.VM, error) {
 	}
 }
 
+// describeBatch is how many instance ids one Describe call filters on:
+// EC2 takes at most 200 values per filter.
+const describeBatch = 200
+
+// Describe implements provider.Describer: DescribeInstances filtered on
+// the ids (a filter, unlike InstanceIds, does not fail the whole call for
+// an id EC2 does not know yet), 200 ids a call.
+func (p *Provider) Describe(ctx context.Context, ids []string) ([]provider.VM, error) {
+	var vms []provider.VM
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), describeBatch)]
+		ids = ids[len(batch):]
+		in := &ec2.DescribeInstancesInput{
+			MaxResults: sdkaws.Int32(1000),
+			Filters: []types.Filter{
+				{Name: sdkaws.String("instance-id"), Values: batch},
+				{Name: sdkaws.String("tag:" + TagCluster), Values: []string{p.cluster}},
+			},
+		}
+		for {
+			var out *ec2.DescribeInstancesOutput
+			err := p.call(ctx, p.limits.describe, "DescribeInstances", func(ctx context.Context) error {
+				var err error
+				out, err = p.ec2.DescribeInstances(ctx, in)
+				return err
+			})
+			if err != nil {
+				return nil, err
+			}
+			for _, r := range out.Reservations {
+				for _, inst := range r.Instances {
+					vms = append(vms, p.vm(inst))
+				}
+			}
+			if out.NextToken == nil || *out.NextToken == "" {
+				break
+			}
+			in.NextToken = out.NextToken
+		}
+	}
+	return vms, nil
+}
+
 // Terminate implements provider.Provider. An instance that is already
 // gone is success.
 func (p *Provider) Terminate(ctx context.Context, id string) error {
@@ -495,4 +538,7 @@ func classify(err error, op, region string) error {
 	return fmt.Errorf("%s in %s: %w: %v", op, region, provider.ErrUnavailable, err)
 }
 
-var _ provider.Provider = (*Provider)(nil)
+var (
+	_ provider.Provider  = (*Provider)(nil)
+	_ provider.Describer = (*Provider)(nil)
+)
