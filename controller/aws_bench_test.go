@@ -33,10 +33,9 @@ type launchOnly struct{ provider.Provider }
 // when RunInstances is called, to time recoveries.
 type timedEC2 struct {
 	awsprovider.EC2API
-	mu      sync.Mutex
-	seen    map[string]time.Time // instance id → first listing that showed it terminated
-	runs    []time.Time
-	workers int
+	mu   sync.Mutex
+	seen map[string]time.Time // instance id → first listing that showed it terminated
+	runs []time.Time
 }
 
 func (t *timedEC2) DescribeInstances(ctx context.Context, in *ec2.DescribeInstancesInput, o ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error) {

@@ -195,8 +195,6 @@ func (b *tab) until(what, js string, limit time.Duration) {
 	}
 }
 
-func (b *tab) location() string { return eval[string](b, `location.href`) }
-
 // keep records the page's HTML under name and, when asked for, its
 // screenshot.
 func (b *tab) keep(name string) {

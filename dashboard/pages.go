@@ -116,20 +116,12 @@ func (s *Server) renderTemplate(w http.ResponseWriter, r *http.Request, code int
 // fail shows an error page. Store and API errors never carry a secret
 // value (their contract), so their messages are shown as they are.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
-	code := http.StatusInternalServerError
 	var ae *api.Error
-	switch {
-	case errors.As(err, &ae) && ae.Status.Code >= 400:
+	code := api.StatusFor(err).Code
+	if errors.As(err, &ae) && ae.Status.Code >= 400 {
 		code = ae.Status.Code
-	case errors.Is(err, state.ErrNotFound):
-		code = http.StatusNotFound
-	case errors.Is(err, state.ErrConflict), errors.Is(err, state.ErrInUse), errors.Is(err, state.ErrTerminating):
-		code = http.StatusConflict
-	case errors.Is(err, state.ErrInvalid):
-		code = http.StatusUnprocessableEntity
-	case errors.Is(err, state.ErrProtected):
-		code = http.StatusForbidden
-	default:
+	}
+	if code == http.StatusInternalServerError {
 		s.opts.Log.Error(err, "dashboard request failed", "path", r.URL.Path)
 	}
 	s.render(w, r, code, "error", page{Title: http.StatusText(code), Data: err.Error()})

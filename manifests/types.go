@@ -1,6 +1,7 @@
 package manifests
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -522,4 +523,14 @@ func RemoveCondition(conds []Condition, t string) []Condition {
 		return nil
 	}
 	return out
+}
+
+// NewUID is a random (version 4) UUID: the uid of a new object, and
+// anything else that needs an id of that form.
+func NewUID() string {
+	var b [16]byte
+	rand.Read(b[:]) // never fails (crypto/rand since Go 1.24)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }

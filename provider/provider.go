@@ -20,6 +20,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/anycloud/anycloud/manifests"
 )
 
 // Provider manages the VMs of one account and region (or one Docker
@@ -104,13 +106,9 @@ type LaunchRequest struct {
 	Env    map[string]string
 	VMType string
 	Spot   bool
-	// ImageID, Region, SubnetID, SecurityGroupIDs and MetadataHopLimit
-	// are aws-only.
-	ImageID          string
-	Region           string
-	SubnetID         string
-	SecurityGroupIDs []string
-	MetadataHopLimit int
+	// AWS is the deployment's aws settings as its manifest gives them,
+	// or nil; only the aws provider reads them.
+	AWS *manifests.DeploymentAWS
 	// GitHub is the signed-in GitHub token (`anycloud login`), read at
 	// every VM creation as secrets are; nil when not logged in.
 	// Implementations send it only to its registries and git host, and

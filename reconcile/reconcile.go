@@ -11,7 +11,6 @@ package reconcile
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/anycloud/anycloud/manifests"
@@ -123,225 +122,51 @@ func RestartMarker(d *manifests.Deployment) string {
 	return d.Metadata.Annotations[manifests.AnnotationRestartedAt]
 }
 
-// Decide returns the plan for one deployment.
+// Decide returns the plan for one deployment. It finds the current
+// attempt's VM, ends every other VM of the deployment, and hands the
+// rest to the one case that applies, each a method of decision.
 func Decide(in Input) Plan {
-	d := in.Deployment
-	p := Plan{Status: manifests.DeepCopy(d).Status}
-	st := &p.Status
-	gen := d.Metadata.Generation
-
-	if d.Metadata.DeletionTimestamp != nil {
-		recorded := false
-		for _, vm := range in.Observed {
-			if st.VM != nil && vm.ID == st.VM.ID {
-				recorded = true
-			}
-			if vm.State != provider.StateTerminated {
-				p.Terminate = append(p.Terminate, vm)
-			}
-		}
-		// A VM the status records but the listing does not show (a
-		// listing older than the launch) is terminated all the same:
-		// termination is idempotent, a leak is not.
-		if st.VM != nil && !recorded {
-			p.Terminate = append(p.Terminate, provider.VM{ID: st.VM.ID, UID: d.Metadata.UID, Deployment: d.Metadata.Name, Attempt: st.VM.Attempt})
-		}
-		st.Phase = manifests.PhaseTerminating
-		setReady(st, manifests.ConditionFalse, ReasonDeleting, "the deployment is being deleted", gen, in.Now)
-		setReconciling(st, ReasonDeleting, "terminating the VM", in.Now)
-		if len(p.Terminate) == 0 {
-			p.RemoveFinalizer = true
-			if st.VM != nil {
-				p.Events = append(p.Events, Event{"Normal", ReasonTerminated, fmt.Sprintf("VM %s is gone", st.VM.ID)})
-			}
-			st.VM = nil
-		} else {
-			for _, vm := range p.Terminate {
-				p.Events = append(p.Events, Event{"Normal", ReasonTerminating, fmt.Sprintf("terminating VM %s", vm.ID)})
-			}
-		}
-		return p
+	x := &decision{in: in, d: in.Deployment, p: Plan{Status: manifests.DeepCopy(in.Deployment).Status}}
+	x.st = &x.p.Status
+	x.gen = x.d.Metadata.Generation
+	if x.d.Metadata.DeletionTimestamp != nil {
+		x.deleting()
+		return x.p
 	}
+	x.target = x.st.Attempt
+	x.cur = x.currentVM()
+	x.endLeftovers()
 
-	target := st.Attempt
-	// The current attempt's VM: a live one before a dead one, the one
-	// recorded in status before any other. A cloud that ignores the launch
-	// token (an emulator, a retry after a dropped response) can make two.
-	var cur *provider.VM
-	for i := range in.Observed {
-		vm := &in.Observed[i]
-		if vm.Attempt == target && (cur == nil || preferVM(*vm, *cur, st.VM)) {
-			cur = vm
-		}
-	}
-	// VMs of other attempts are leftovers (a replaced VM, a dead
-	// container), and so are duplicates of this one: end them.
-	for _, vm := range in.Observed {
-		leftover := vm.Attempt != target || vm.ID != cur.ID
-		if leftover && vm.State != provider.StateTerminated {
-			p.Terminate = append(p.Terminate, vm)
-		}
-	}
-
-	stale := target > 0 && (st.AttemptGeneration != gen || st.AttemptRestartedAt != RestartMarker(d))
+	cur, st := x.cur, x.st
+	running := cur != nil && cur.State == provider.StateRunning
+	unstarted := running && in.NeedsBootstrap && (st.VM == nil || st.VM.ID != cur.ID || !st.VM.Bootstrapped)
+	stale := x.target > 0 && (st.AttemptGeneration != x.gen || st.AttemptRestartedAt != RestartMarker(x.d))
 	switch {
-	case target == 0:
-		startAttempt(&p, d, 1, false, in.Now)
-
+	case x.target == 0:
+		startAttempt(&x.p, x.d, 1, false, in.Now)
 	case stale && len(in.MissingBundles) > 0 && cur != nil && cur.State.Alive():
-		// A resubmit must not tear down what it cannot replace: the new
-		// VM would fail fast for want of its secrets, and the working one
-		// would be gone. Keep it, say why, and replace it when the bundles
-		// appear (the bundle watch queues the deployment then).
-		why := "the spec changed"
-		if st.AttemptRestartedAt != RestartMarker(d) {
-			why = "resubmitted"
-		}
-		msg := fmt.Sprintf("%s, but secret bundle(s) %s not found: VM %s keeps running until a replacement can be given them", why, strings.Join(in.MissingBundles, ", "), cur.ID)
-		if prev := manifests.FindCondition(st.Conditions, manifests.ConditionReady); prev == nil || prev.Reason != ReasonSecretBundleNotFound || prev.Message != msg {
-			p.Events = append(p.Events, Event{"Warning", ReasonSecretBundleNotFound, msg})
-		}
-		if cur.State == provider.StateRunning {
-			st.Phase = manifests.PhaseRunning
-		}
-		setReady(st, manifests.ConditionFalse, ReasonSecretBundleNotFound, msg, gen, in.Now)
-		st.Conditions = manifests.RemoveCondition(st.Conditions, manifests.ConditionReconciling)
-
+		x.keepUntilBundlesExist()
 	case stale:
-		why := "the spec changed"
-		if st.AttemptRestartedAt != RestartMarker(d) {
-			why = "resubmitted"
-		}
-		if cur != nil && cur.State != provider.StateTerminated {
-			p.Terminate = append(p.Terminate, *cur)
-			p.Events = append(p.Events, Event{"Normal", ReasonReplacing, fmt.Sprintf("replacing VM %s: %s", cur.ID, why)})
-		}
-		st.FastRecoveries, st.NextLaunchAt = 0, nil
-		startAttempt(&p, d, target+1, false, in.Now)
-
+		x.replace()
 	case isStalled(st):
 		// A launch for this generation and marker cannot succeed; wait
 		// for the user to change the spec or resubmit.
-
-	case cur != nil && cur.State == provider.StateRunning && in.NeedsBootstrap && (st.VM == nil || st.VM.ID != cur.ID || !st.VM.Bootstrapped) &&
-		bootTimedOut(*cur, st, in):
-		// The VM never took its workload: replace it rather than wait
-		// forever for one that will not come up.
-		timeout := bootTimeout(in)
-		p.Terminate = append(p.Terminate, *cur)
-		p.Events = append(p.Events, Event{"Warning", ReasonBootstrapTimeout,
-			fmt.Sprintf("VM %s did not accept the workload within %s of its launch; replacing it", cur.ID, timeout)})
-		startAttempt(&p, d, target+1, false, in.Now)
-		setReady(st, manifests.ConditionFalse, ReasonBootstrapTimeout,
-			fmt.Sprintf("VM %s did not accept the workload within %s; launching attempt %d", cur.ID, timeout, target+1), gen, in.Now)
-
-	case cur != nil && cur.State == provider.StateRunning && in.NeedsBootstrap && (st.VM == nil || st.VM.ID != cur.ID || !st.VM.Bootstrapped):
-		retrying := st.VM != nil && st.VM.ID == cur.ID && readyReason(st) == ReasonBootstrapFailed
-		st.VM = vmStatus(*cur, st.VM, d)
-		if st.Phase != manifests.PhaseRecovering {
-			st.Phase = manifests.PhaseLaunching
-		}
-		// While the bootstrap of this VM is retried, its last failure
-		// stays the reason: rewriting it each try would churn the store
-		// and move the condition's transition time.
-		if !retrying {
-			setReady(st, manifests.ConditionFalse, ReasonBootstrapping, fmt.Sprintf("VM %s is running; starting the workload", cur.ID), gen, in.Now)
-		}
-		setReconciling(st, ReasonBootstrapping, "starting the workload over SSH", in.Now)
-		p.Bootstrap = true
-
-	case cur != nil && cur.State == provider.StateRunning:
-		adopted := st.VM == nil || st.VM.ID != cur.ID
-		st.VM = vmStatus(*cur, st.VM, d)
-		if adopted {
-			p.Events = append(p.Events, Event{"Normal", ReasonAdopted, fmt.Sprintf("found VM %s of attempt %d running; adopted it", cur.ID, cur.Attempt)})
-		}
-		if st.Phase == manifests.PhaseRecovering {
-			p.Events = append(p.Events, Event{"Normal", ReasonRecovered, fmt.Sprintf("replacement VM %s is running", cur.ID)})
-		}
-		if !cur.LaunchedAt.IsZero() && in.Now.Sub(cur.LaunchedAt) >= FastDeath {
-			st.FastRecoveries = 0
-		}
-		st.Phase = manifests.PhaseRunning
-		st.NextLaunchAt = nil
-		setReady(st, manifests.ConditionTrue, ReasonRunning, fmt.Sprintf("VM %s is running", cur.ID), gen, in.Now)
-		st.Conditions = manifests.RemoveCondition(st.Conditions, manifests.ConditionReconciling)
-		st.ObservedGeneration = gen
-
+	case unstarted && bootTimedOut(*cur, st, in):
+		x.replaceUnbooted()
+	case unstarted:
+		x.startWorkload()
+	case running:
+		x.ready()
 	case cur != nil && cur.State.Alive() && (st.VM == nil || st.VM.ID != cur.ID):
-		// A VM of this attempt exists but its launch never completed
-		// (the control plane died mid-launch; a container created but not
-		// started). Launch again with the same attempt: the token makes
-		// it return this VM, finishing what was begun.
-		p.Launch = &Launch{Attempt: target, Recovery: st.Phase == manifests.PhaseRecovering}
-		setReconciling(st, ReasonLaunching, fmt.Sprintf("finishing the launch of attempt %d", target), in.Now)
-
+		x.finishLaunch()
 	case cur != nil && cur.State.Alive():
-		st.VM = vmStatus(*cur, st.VM, d)
-		if st.Phase != manifests.PhaseRecovering {
-			st.Phase = manifests.PhaseLaunching
-		}
-		setReady(st, manifests.ConditionFalse, ReasonLaunching, fmt.Sprintf("VM %s is starting", cur.ID), gen, in.Now)
-		setReconciling(st, ReasonLaunching, "waiting for the VM to run", in.Now)
-		p.RequeueAfter = PendingPoll
-
-	case cur != nil || (st.VM != nil && st.VM.Attempt == target):
-		// The VM of the current attempt stopped or vanished without our
-		// asking: a preemption. Recover with a new attempt.
-		id, reason := "", "it no longer exists"
-		launchedAt := time.Time{}
-		if cur != nil {
-			id, launchedAt = cur.ID, cur.LaunchedAt
-			if cur.Reason != "" {
-				reason = cur.Reason
-			} else {
-				reason = string(cur.State)
-			}
-			if cur.State != provider.StateTerminated {
-				p.Terminate = append(p.Terminate, *cur)
-			}
-		} else {
-			id, launchedAt = st.VM.ID, st.VM.LaunchedAt
-		}
-		p.Events = append(p.Events, Event{"Warning", ReasonPreempted, fmt.Sprintf("VM %s was taken away: %s", id, reason)})
-		st.Recoveries++
-		if !launchedAt.IsZero() && in.Now.Sub(launchedAt) < FastDeath {
-			st.FastRecoveries++
-		} else {
-			st.FastRecoveries = 0
-		}
-		st.VM = nil
-		if delay := recoveryDelay(st.FastRecoveries); delay > 0 {
-			at := in.Now.Add(delay).UTC()
-			st.Attempt = target + 1
-			st.NextLaunchAt = &at
-			st.Phase = manifests.PhaseRecovering
-			msg := fmt.Sprintf("VM died %d times soon after launch; next attempt in %s", st.FastRecoveries, delay)
-			setReady(st, manifests.ConditionFalse, ReasonRecoveryBackOff, msg, gen, in.Now)
-			setReconciling(st, ReasonRecoveryBackOff, msg, in.Now)
-			p.Events = append(p.Events, Event{"Warning", ReasonRecoveryBackOff, msg})
-			p.RequeueAfter = delay
-			return p
-		}
-		p.Events = append(p.Events, Event{"Normal", ReasonRecovering, fmt.Sprintf("launching attempt %d with freshly resolved secrets", target+1)})
-		startAttempt(&p, d, target+1, true, in.Now)
-
+		x.waitForVM()
+	case cur != nil || (st.VM != nil && st.VM.Attempt == x.target):
+		x.recover()
 	default:
-		// The attempt is recorded but no VM is seen: the launch did not
-		// finish (or has not shown up yet). Launch again with the same
-		// attempt, hence the same idempotency token.
-		if st.NextLaunchAt != nil && in.Now.Before(*st.NextLaunchAt) {
-			p.RequeueAfter = st.NextLaunchAt.Sub(in.Now)
-			return p
-		}
-		st.NextLaunchAt = nil
-		p.Launch = &Launch{Attempt: target, Recovery: st.Phase == manifests.PhaseRecovering}
-		if st.Phase != manifests.PhaseRecovering {
-			st.Phase = manifests.PhaseLaunching
-		}
-		setReconciling(st, ReasonLaunching, fmt.Sprintf("launching attempt %d", target), in.Now)
+		x.relaunch()
 	}
-	return p
+	return x.p
 }
 
 func bootTimeout(in Input) time.Duration {

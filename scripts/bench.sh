@@ -32,6 +32,10 @@ out=$(mktemp)
   echo "| preemption seen -> replacement RunInstances p50 < 1s | BenchmarkPreemptionToReplacementAWS: ms-p50 |"
   echo "| apply of 10,000 manifests < 5s, one transaction | BenchmarkApply10000Manifests: ns/op (one store transaction by construction) |"
   echo "| control plane memory at 10,000 deployments < 150 MiB RSS | BenchmarkControlPlaneMemory10000: MiB-RSS, MiB-peak-RSS |"
+  echo "| apply -> Ready through the cloud emulator (real cloud-init VMs), VM boot shown apart | BenchmarkAWSEmulatorApplyToReadyAndPreemptionToReady: s-apply-to-ready-p50 = s-vm-boot-p50 (container up -> host key on the console) + s-anycloud-and-moto-p50 |"
+  echo "| preemption -> replacement Ready (resync only, 30s) | BenchmarkAWSEmulatorApplyToReadyAndPreemptionToReady: s-preempt-to-ready-p50, of which s-replacement-boot-p50 |"
+  echo "| unreachable booting VM: <= ~10 SSH dials, <= ~20 store writes a minute | TestAVMThatCannotBeReachedForAMinuteIsDialledAFewTimesThenBecomesReady (controller, fake clock): 5 dials, 7 writes |"
+  echo "| decoding stays linear (a 40,000-key bundle) | BenchmarkDecodeBundle: ns/op at keys=40000 about 4x keys=10000 |"
   echo
   echo "Raw output:"
   echo

@@ -233,14 +233,6 @@ func currentRV(tx *bolt.Tx) string {
 	return "0"
 }
 
-func newUID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
-
 // txn is one write transaction: it assigns one resourceVersion to what it
 // writes and collects the watch events to publish after commit.
 type txn struct {
@@ -623,7 +615,7 @@ func (t *txn) create(w Write) (manifests.Object, error) {
 	m.Name = im.Name
 	m.Labels = maps.Clone(im.Labels)
 	m.Annotations = maps.Clone(im.Annotations)
-	m.UID = newUID()
+	m.UID = manifests.NewUID()
 	m.CreationTimestamp = t.s.now().UTC().Truncate(time.Second)
 	setSpec(o, in)
 	// Generation is still 0 here: writeSecrets tells a new bundle (which

@@ -46,7 +46,7 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("%w (run from the repository, or pass -repo)", err)
 	}
-	docker, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	docker, err := client.New(client.FromEnv)
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -18,9 +17,8 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	err := cli.NewRootCmd(f).ExecuteContext(ctx)
 	stop()
-	var exit *cli.ExitError
-	if err != nil && !errors.Is(err, cli.ErrSilent) && !errors.As(err, &exit) {
-		fmt.Fprintln(os.Stderr, "error:", err)
+	if msg := cli.Message(err); msg != "" {
+		fmt.Fprintln(os.Stderr, "error:", msg)
 	}
 	os.Exit(cli.ExitCode(err))
 }

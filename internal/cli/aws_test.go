@@ -52,6 +52,12 @@ type awsEnv struct {
 
 func newAWSEnv(t *testing.T) *awsEnv {
 	t.Helper()
+	return newAWSEnvFor(t, time.Second)
+}
+
+// newAWSEnvFor is newAWSEnv with the control plane's resync period.
+func newAWSEnvFor(t testing.TB, resync time.Duration) *awsEnv {
+	t.Helper()
 	docker := testenv.RequireDocker(t)
 	image := testenv.RequireDemoImage(t)
 	cloud := testenv.StartCloud(t, testenv.CloudOptions{Regions: []string{"us-east-1", "us-west-2"}, Quiet: true})
@@ -67,8 +73,8 @@ func newAWSEnv(t *testing.T) *awsEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newEnvWith(t, func(c *controlplane.Config) {
-		c.Resync = time.Second
+	e := newEnvFor(t, func(c *controlplane.Config) {
+		c.Resync = resync
 		c.TuneAWS = func(o *awsprovider.Options) {
 			o.Retry = awsprovider.RetryPolicy{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond, MaxElapsed: 3 * time.Second}
 		}
@@ -100,15 +106,6 @@ func (a *awsEnv) instancesIn(c *ec2.Client) []types.Instance {
 		all = append(all, r.Instances...)
 	}
 	return all
-}
-
-func (a *awsEnv) deployment(name string) *manifests.Deployment {
-	a.t.Helper()
-	obj, err := getDeployment(a.env, name)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	return obj
 }
 
 func getDeployment(e *env, name string) (*manifests.Deployment, error) {

@@ -58,7 +58,7 @@ credentials, which are kept until the orphan sweep has terminated it.`,
 			if len(args) == 2 {
 				k, err := manifests.ParseKind(args[0])
 				if err != nil {
-					return &UsageError{Err: err}
+					return usage(err)
 				}
 				o.Kind, o.Name = k, args[1]
 			} else if len(args) == 1 {

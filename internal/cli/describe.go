@@ -34,7 +34,7 @@ func NewCmdDescribe(f *Factory, runF func(*DescribeOptions) error) *cobra.Comman
 		RunE: func(cmd *cobra.Command, args []string) error {
 			k, err := manifests.ParseKind(args[0])
 			if err != nil {
-				return &UsageError{Err: err}
+				return usage(err)
 			}
 			o.Kind, o.Name = k, args[1]
 			if runF != nil {

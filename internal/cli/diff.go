@@ -55,7 +55,7 @@ Exit status, as kubectl diff: 0 when there is nothing to do, 1 when there is,
 func (o *DiffOptions) Run(ctx context.Context) error {
 	n, err := o.plan(ctx)
 	if err != nil {
-		return &StatusError{Err: err, Code: 2}
+		return &ExitError{Code: 2, Err: err}
 	}
 	if n > 0 {
 		return &ExitError{Code: 1}
@@ -81,12 +81,3 @@ func (o *DiffOptions) plan(ctx context.Context) (int, error) {
 	printWarnings(o.f, resp)
 	return n, nil
 }
-
-// StatusError is an error with its own exit status; main prints it.
-type StatusError struct {
-	Err  error
-	Code int
-}
-
-func (e *StatusError) Error() string { return e.Err.Error() }
-func (e *StatusError) Unwrap() error { return e.Err }

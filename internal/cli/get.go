@@ -38,7 +38,7 @@ credentials/creds. Secret values are never shown: bundles list key names.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			k, err := manifests.ParseKind(args[0])
 			if err != nil {
-				return &UsageError{Err: err}
+				return usage(err)
 			}
 			o.Kind = k
 			if len(args) == 2 {

@@ -3,7 +3,6 @@ package cli
 import (
 	"bytes"
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -106,7 +105,7 @@ func newEnvFor(t testing.TB, tune func(*controlplane.Config)) *env {
 // removeContainers removes every container of a control plane, if an
 // engine is there.
 func removeContainers(cluster string) {
-	c, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	c, err := client.New(client.FromEnv)
 	if err != nil {
 		return
 	}
@@ -153,11 +152,13 @@ func (e *env) runIn(stdin string, args ...string) result {
 	}
 	cmd := NewRootCmd(f)
 	cmd.SetArgs(append([]string{"--home", e.home}, args...))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// A safety net only: commands that wait (--wait, logs -f) carry their
+	// own timeouts, and a loaded machine must not fail them.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	err := cmd.ExecuteContext(ctx)
-	if err != nil && !errors.Is(err, ErrSilent) {
-		errOut.WriteString("error: " + err.Error() + "\n")
+	if msg := Message(err); msg != "" {
+		errOut.WriteString("error: " + msg + "\n")
 	}
 	return result{args: args, stdout: out.String(), stderr: errOut.String(), err: err, code: ExitCode(err)}
 }

@@ -29,7 +29,7 @@ func validateOutput(o string) error {
 	}
 	if tmpl, ok := strings.CutPrefix(o, outputJSONPath); ok {
 		if _, err := parseJSONPath(tmpl); err != nil {
-			return &UsageError{Err: err}
+			return usage(err)
 		}
 		return nil
 	}

@@ -150,36 +150,49 @@ func (f *Factory) startBackground(ctx context.Context, home string) error {
 	}
 }
 
-// UsageError is bad usage: exit status 2.
-type UsageError struct{ Err error }
-
-func (e *UsageError) Error() string { return e.Err.Error() }
-func (e *UsageError) Unwrap() error { return e.Err }
-
-func usageErrorf(format string, args ...any) error {
-	return &UsageError{Err: fmt.Errorf(format, args...)}
+// ExitError is the one error that carries an exit status: bad usage (2),
+// a diff with changes (1), a child's status (`anycloud ssh`). With a nil
+// Err the command has already said what there was to say, and main
+// prints nothing.
+type ExitError struct {
+	Code int
+	Err  error
 }
 
-// ErrSilent: the command has already told the user why it failed (e.g. a
-// diff that found changes); main only sets the exit status.
-var ErrSilent = errors.New("")
+func (e *ExitError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("exit status %d", e.Code)
+	}
+	return e.Err.Error()
+}
+
+func (e *ExitError) Unwrap() error { return e.Err }
+
+// usage wraps err as bad usage: exit status 2.
+func usage(err error) error { return &ExitError{Code: 2, Err: err} }
+
+func usageErrorf(format string, args ...any) error { return usage(fmt.Errorf(format, args...)) }
+
+// Message is what main prints for err: nothing for success or an
+// ExitError that has already been reported.
+func Message(err error) string {
+	var ee *ExitError
+	if err == nil || errors.As(err, &ee) && ee.Err == nil {
+		return ""
+	}
+	return err.Error()
+}
 
 // ExitCode maps an error to the process exit status: 0 done, 1 failed, 2
 // bad usage, 3 refused because of a conflict (409).
 func ExitCode(err error) int {
-	var (
-		ue *UsageError
-		ee *ExitError
-		se *StatusError
-	)
+	var ee *ExitError
 	switch {
 	case err == nil:
 		return 0
 	case errors.As(err, &ee):
 		return ee.Code
-	case errors.As(err, &se):
-		return se.Code
-	case errors.As(err, &ue), strings.HasPrefix(err.Error(), "unknown command "):
+	case strings.HasPrefix(err.Error(), "unknown command "):
 		return 2
 	case api.IsConflict(err):
 		return 3
@@ -204,7 +217,7 @@ Credentials manifests; a local control plane keeps the cloud matching them.`,
 	root.SetErr(f.IO.ErrOut)
 	root.PersistentFlags().StringVar(&f.Home, "home", "", "state directory (env ANYCLOUD_HOME, default ~/.anycloud)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return &UsageError{Err: fmt.Errorf("%w\nsee '%s --help'", err, c.CommandPath())}
+		return usage(fmt.Errorf("%w\nsee '%s --help'", err, c.CommandPath()))
 	})
 	root.AddCommand(
 		NewCmdApply(f, nil),

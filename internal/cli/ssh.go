@@ -95,8 +95,3 @@ func (o *SSHOptions) Run(ctx context.Context) error {
 	}
 	return err
 }
-
-// ExitError passes a child's exit status through to main.
-type ExitError struct{ Code int }
-
-func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }

@@ -197,7 +197,7 @@ func (o *SubmitOptions) Run(ctx context.Context) error {
 	}
 	d := o.Deployment()
 	if errs := manifests.Validate(d); len(errs) > 0 {
-		return &UsageError{Err: errs}
+		return usage(errs)
 	}
 	raw, _ := json.Marshal(d)
 	c, err := o.f.Client(ctx)

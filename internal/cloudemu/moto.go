@@ -109,9 +109,6 @@ func (m *Moto) Stop() {
 	<-m.exited
 }
 
-// Exited is closed when moto_server has exited.
-func (m *Moto) Exited() <-chan struct{} { return m.exited }
-
 // Tail is the last n lines of b.
 func Tail(b []byte, n int) []byte {
 	b = bytes.TrimRight(b, "\n")

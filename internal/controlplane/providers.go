@@ -2,7 +2,12 @@ package controlplane
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/anycloud/anycloud/manifests"
@@ -13,18 +18,54 @@ import (
 
 // providers hands out providers by credentials. The local Docker engine is
 // one provider shared by every credentials object of provider local; an
-// AWS provider is made per (credentials, version, region) and kept, so
-// that its rate buckets and image cache last.
+// AWS provider is kept per (credentials name, region), so that its image
+// cache lasts, and made anew when the credentials change — with the old
+// one's request buckets, which belong to the account, not to a version of
+// the credentials. Providers of credentials that are gone are dropped
+// (Retain).
 type providers struct {
 	cluster string
 	home    string
-	// tuneAWS adjusts each AWS provider's options (tests point SSH at a
-	// local sshd).
+	// tuneAWS adjusts each AWS provider's options (tests shorten retries).
 	tuneAWS func(*awsprovider.Options)
 
 	mu    sync.Mutex
 	local *local.Provider
-	aws   map[string]*awsprovider.Provider
+	aws   map[string]awsEntry // by credentials name and region
+}
+
+type awsEntry struct {
+	// version is what the provider was made from: the credentials' spec
+	// and secret values, hashed (never kept in the clear).
+	version [32]byte
+	prov    *awsprovider.Provider
+}
+
+// version hashes what an AWS provider is made from.
+func version(creds *manifests.Credentials, secrets map[string]string, region string) [32]byte {
+	h := sha256.New()
+	spec, _ := json.Marshal(creds.Spec)
+	h.Write(spec)
+	for _, k := range slices.Sorted(maps.Keys(secrets)) {
+		fmt.Fprintf(h, "\x00%s\x00%s", k, secrets[k])
+	}
+	fmt.Fprintf(h, "\x00region=%s", region)
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// Retain drops the providers of credentials not in names: the controller
+// calls it at each resync with the credentials that exist.
+func (p *providers) Retain(names map[string]bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for key := range p.aws {
+		name, _, _ := strings.Cut(key, "/")
+		if !names[name] {
+			delete(p.aws, key)
+		}
+	}
 }
 
 func (p *providers) For(ctx context.Context, creds *manifests.Credentials, secrets map[string]string, region string) (provider.Provider, error) {
@@ -48,9 +89,11 @@ func (p *providers) For(ctx context.Context, creds *manifests.Credentials, secre
 		if region == "" {
 			region = a.Region
 		}
-		cacheKey := creds.Metadata.Name + "/" + creds.Metadata.ResourceVersion + "/" + region
-		if ap, ok := p.aws[cacheKey]; ok {
-			return ap, nil
+		cacheKey := creds.Metadata.Name + "/" + region
+		v := version(creds, secrets, region)
+		old, ok := p.aws[cacheKey]
+		if ok && old.version == v {
+			return old.prov, nil
 		}
 		clients, err := awsprovider.NewClients(ctx, awsprovider.ClientConfig{
 			Region: region, Profile: a.Profile, AccessKeyID: a.AccessKeyID,
@@ -63,14 +106,17 @@ func (p *providers) For(ctx context.Context, creds *manifests.Credentials, secre
 			Client: clients.EC2, SSM: clients.SSM, Key: "aws/" + creds.Metadata.Name + "/" + clients.Region, Region: clients.Region, Cluster: p.cluster,
 			SSH: awsprovider.SSH{Home: p.home, LoopbackOnly: awsprovider.IsLoopbackEndpoint(a.EndpointURL)},
 		}
+		if ok {
+			opts.Limits = old.prov.Limits()
+		}
 		if p.tuneAWS != nil {
 			p.tuneAWS(&opts)
 		}
 		ap := awsprovider.New(opts)
 		if p.aws == nil {
-			p.aws = map[string]*awsprovider.Provider{}
+			p.aws = map[string]awsEntry{}
 		}
-		p.aws[cacheKey] = ap
+		p.aws[cacheKey] = awsEntry{version: v, prov: ap}
 		return ap, nil
 	}
 	return nil, fmt.Errorf("credentials %q: unknown provider %q: %w", creds.Metadata.Name, creds.Spec.Provider, provider.ErrInvalid)

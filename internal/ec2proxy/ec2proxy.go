@@ -3,7 +3,6 @@ package ec2proxy
 import (
 	"bytes"
 	"context"
-	crand "crypto/rand"
 	"encoding/base64"
 	"encoding/xml"
 	"fmt"
@@ -16,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/anycloud/anycloud/manifests"
 )
 
 // AnyAction, given to Inject, InjectEvery, InjectRandom or Count, stands
@@ -632,13 +633,7 @@ func errorAnswer(status int, code, message string) *answer {
 }
 
 // requestID is a random UUID, the form of EC2's request ids.
-func requestID() string {
-	var b [16]byte
-	crand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
+func requestID() string { return manifests.NewUID() }
 
 // region is the region in the credential scope of a SigV4 Authorization
 // header ("Credential=AKID/20240101/us-east-1/ec2/aws4_request"), or ""

@@ -77,4 +77,3 @@ func AWSCLI(t testing.TB, endpoint string, args ...string) string {
 	}
 	return stdout.String()
 }
-

@@ -29,22 +29,6 @@ func RequireSSHD(t testing.TB) string {
 	return path
 }
 
-// StartSSHD runs a private sshd on a free 127.0.0.1 port with the given
-// host private key (OpenSSH PEM) and authorized keys for root, until the
-// end of the test, and returns its address. It plays the part of a VM
-// that cloud-init has set up from anycloud's user-data.
-func StartSSHD(t testing.TB, hostKeyPEM []byte, authorizedKeys []string) string {
-	t.Helper()
-	sshd := RequireSSHD(t)
-	dir := ShortTempDir(t)
-	addr, stop, err := RunSSHD(sshd, dir, hostKeyPEM, authorizedKeys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
-	return addr
-}
-
 // RunSSHD is StartSSHD for code that cannot fail a test (a goroutine of
 // the code under test): it returns the address and a stop function. sshd
 // logs to dir/sshd.log; extra lines are appended to its configuration

@@ -37,7 +37,7 @@ func Missing(t testing.TB, reason string) {
 // RequireDocker returns a client of a reachable Docker engine.
 func RequireDocker(t testing.TB) *client.Client {
 	t.Helper()
-	c, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	c, err := client.New(client.FromEnv)
 	if err != nil {
 		Missing(t, "Docker client: "+err.Error())
 	}

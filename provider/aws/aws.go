@@ -30,7 +30,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/smithy-go"
 	"github.com/cenkalti/backoff/v4"
+	"golang.org/x/time/rate"
 
+	"github.com/anycloud/anycloud/manifests"
 	"github.com/anycloud/anycloud/provider"
 )
 
@@ -94,6 +96,9 @@ type Options struct {
 	// Retry bounds the short retries of one call; zero takes defaults
 	// (about 20s in all).
 	Retry RetryPolicy
+	// Limits are the request buckets of the scope; nil makes full ones.
+	// Pass the old provider's to a provider that replaces it.
+	Limits *Limits
 }
 
 // RetryPolicy bounds cloud-side retries.
@@ -111,7 +116,7 @@ type Provider struct {
 	cluster  string
 	ssh      SSH
 	retry    RetryPolicy
-	limits   *limits
+	limits   *Limits
 
 	mu     sync.Mutex
 	images map[string]string // default AMI per kind ("x86_64", "gpu"), resolved once
@@ -129,14 +134,21 @@ func New(o Options) *Provider {
 	if o.Retry.MaxElapsed == 0 {
 		o.Retry.MaxElapsed = 20 * time.Second
 	}
+	if o.Limits == nil {
+		o.Limits = NewLimits()
+	}
 	if o.GPUImageParameter == "" {
 		o.GPUImageParameter = DefaultGPUImageParameter
 	}
 	return &Provider{
 		ec2: o.Client, ssm: o.SSM, gpuParam: o.GPUImageParameter, key: o.Key, region: o.Region, cluster: o.Cluster, ssh: o.SSH,
-		retry: o.Retry, limits: newLimits(), images: map[string]string{}, gpus: map[string]bool{},
+		retry: o.Retry, limits: o.Limits, images: map[string]string{}, gpus: map[string]bool{},
 	}
 }
+
+// Limits are the provider's request buckets, for a provider that
+// replaces it (Options.Limits).
+func (p *Provider) Limits() *Limits { return p.limits }
 
 // Key implements provider.Provider.
 func (p *Provider) Key() string { return p.key }
@@ -147,7 +159,8 @@ func (p *Provider) Key() string { return p.key }
 // the request: they reach the VM only through the SSH bootstrap.
 func (p *Provider) Launch(ctx context.Context, req provider.LaunchRequest) (provider.VM, error) {
 	vmType := vmType(req)
-	image := req.ImageID
+	a := awsSettings(req)
+	image := a.ImageID
 	if image == "" {
 		gpu, err := p.hasGPUs(ctx, vmType)
 		if err != nil {
@@ -157,7 +170,7 @@ func (p *Provider) Launch(ctx context.Context, req provider.LaunchRequest) (prov
 			return provider.VM{}, err
 		}
 	}
-	hops := req.MetadataHopLimit
+	hops := a.MetadataHopLimit
 	if hops == 0 {
 		hops = DefaultMetadataHopLimit
 	}
@@ -186,11 +199,11 @@ func (p *Provider) Launch(ctx context.Context, req provider.LaunchRequest) (prov
 			},
 		}},
 	}
-	if req.SubnetID != "" {
-		in.SubnetId = sdkaws.String(req.SubnetID)
+	if a.SubnetID != "" {
+		in.SubnetId = sdkaws.String(a.SubnetID)
 	}
-	if len(req.SecurityGroupIDs) > 0 {
-		in.SecurityGroupIds = req.SecurityGroupIDs
+	if len(a.SecurityGroupIDs) > 0 {
+		in.SecurityGroupIds = a.SecurityGroupIDs
 	}
 	if req.Spot {
 		in.InstanceMarketOptions = &types.InstanceMarketOptionsRequest{
@@ -365,6 +378,14 @@ func (p *Provider) vm(inst types.Instance) provider.VM {
 	return vm
 }
 
+// awsSettings are the request's aws settings; none is all defaults.
+func awsSettings(req provider.LaunchRequest) manifests.DeploymentAWS {
+	if req.AWS == nil {
+		return manifests.DeploymentAWS{}
+	}
+	return *req.AWS
+}
+
 // vmType is the instance type a request asks for.
 func vmType(req provider.LaunchRequest) string {
 	if req.VMType == "" {
@@ -474,7 +495,7 @@ func (p *Provider) gpuImageLocked(ctx context.Context) (string, error) {
 // call runs one API call within its rate bucket, retrying throttling and
 // transient failures briefly with exponential back-off. What still fails
 // is classified and returned; the controller's queue retries from there.
-func (p *Provider) call(ctx context.Context, b *bucket, op string, fn func(context.Context) error) error {
+func (p *Provider) call(ctx context.Context, b *rate.Limiter, op string, fn func(context.Context) error) error {
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval, bo.MaxInterval, bo.MaxElapsedTime = p.retry.Initial, p.retry.Max, p.retry.MaxElapsed
 	attempt := func() error {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/anycloud/anycloud/internal/ec2proxy"
 	"github.com/anycloud/anycloud/internal/testenv"
+	"github.com/anycloud/anycloud/manifests"
 	"github.com/anycloud/anycloud/provider"
 	awsprovider "github.com/anycloud/anycloud/provider/aws"
 )
@@ -350,7 +351,7 @@ func TestEveryLaunchRequiresIMDSv2(t *testing.T) {
 		t.Fatal(err)
 	}
 	opened := launchReq("opened", 1, false)
-	opened.MetadataHopLimit = 2
+	opened.AWS = &manifests.DeploymentAWS{MetadataHopLimit: 2}
 	if _, err := r.prov.Launch(ctx, opened); err != nil {
 		t.Fatal(err)
 	}
@@ -374,7 +375,7 @@ func TestGPUInstanceTypesGetTheDeepLearningImage(t *testing.T) {
 	cpu := launchReq("cpu", 1, false)
 	cpu.VMType = "t3.micro"
 	own := launchReq("own", 1, false)
-	own.ImageID = "ami-0123456789abcdef0"
+	own.AWS = &manifests.DeploymentAWS{ImageID: "ami-0123456789abcdef0"}
 	for _, req := range []provider.LaunchRequest{gpu, cpu, own, launchReq("gpu2", 1, true)} {
 		if _, err := r.prov.Launch(ctx, req); err != nil {
 			t.Fatalf("launch %s: %v", req.Deployment, err)
@@ -390,8 +391,8 @@ func TestGPUInstanceTypesGetTheDeepLearningImage(t *testing.T) {
 	if images["cpu"] == gpuImage || !strings.HasPrefix(images["cpu"], "ami-") {
 		t.Errorf("a CPU instance got image %q, want Amazon Linux", images["cpu"])
 	}
-	if images["own"] != own.ImageID {
-		t.Errorf("spec.aws.imageId %s was not used: %s", own.ImageID, images["own"])
+	if images["own"] != own.AWS.ImageID {
+		t.Errorf("spec.aws.imageId %s was not used: %s", own.AWS.ImageID, images["own"])
 	}
 	// Each type is asked about once, the GPU image resolved once.
 	if got := r.proxy.Count("DescribeInstanceTypes"); got != 2 {

@@ -1,63 +1,25 @@
 package aws
 
-import (
-	"context"
-	"sync"
-	"time"
-)
+import "golang.org/x/time/rate"
 
-// bucket is a token bucket as EC2 meters API calls: a capacity and a
-// refill rate per second. Wait blocks until a token is free, so the
-// provider never exceeds the account's budget instead of discovering it
-// through RequestLimitExceeded.
-type bucket struct {
-	mu       sync.Mutex
-	capacity float64
-	refill   float64 // tokens per second
-	tokens   float64
-	last     time.Time
+// Limits are EC2's published per-account, per-region request buckets
+// (DESIGN §7) as token buckets (golang.org/x/time/rate): describe calls,
+// RunInstances, and other mutating calls, plus SSM's GetParameter. A call
+// waits for a token, so the provider never exceeds the account's budget
+// instead of discovering it through RequestLimitExceeded. Limits outlive
+// a provider: credentials that are edited get a new client but keep
+// their buckets (Options.Limits).
+type Limits struct {
+	describe, run, mutate, ssm *rate.Limiter
 }
 
-func newBucket(capacity, refill float64) *bucket {
-	return &bucket{capacity: capacity, refill: refill, tokens: capacity, last: time.Now()}
-}
-
-// Wait takes a token, waiting for one if the bucket is empty.
-func (b *bucket) Wait(ctx context.Context) error {
-	for {
-		b.mu.Lock()
-		now := time.Now()
-		b.tokens = min(b.capacity, b.tokens+now.Sub(b.last).Seconds()*b.refill)
-		b.last = now
-		if b.tokens >= 1 {
-			b.tokens--
-			b.mu.Unlock()
-			return nil
-		}
-		wait := time.Duration((1 - b.tokens) / b.refill * float64(time.Second))
-		b.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait):
-		}
-	}
-}
-
-// limits are EC2's published per-account, per-region request buckets
-// (DESIGN §7): describe calls, RunInstances, and other mutating calls.
-type limits struct {
-	describe, run, mutate *bucket
-	// ssm is SSM's GetParameter budget (40 per second), a service of
-	// its own.
-	ssm *bucket
-}
-
-func newLimits() *limits {
-	return &limits{
-		describe: newBucket(100, 20),
-		run:      newBucket(5, 2),
-		mutate:   newBucket(50, 5),
-		ssm:      newBucket(40, 40),
+// NewLimits returns full buckets: describe 100 refilled 20/s, RunInstances
+// 5 refilled 2/s, other mutating calls 50 refilled 5/s, SSM 40/s.
+func NewLimits() *Limits {
+	return &Limits{
+		describe: rate.NewLimiter(20, 100),
+		run:      rate.NewLimiter(2, 5),
+		mutate:   rate.NewLimiter(5, 50),
+		ssm:      rate.NewLimiter(40, 40),
 	}
 }

@@ -54,7 +54,7 @@ type Provider struct {
 // sees only those, so that control planes sharing an engine leave each
 // other alone.
 func New(cluster string) (*Provider, error) {
-	c, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	c, err := client.New(client.FromEnv)
 	if err != nil {
 		return nil, fmt.Errorf("docker client: %w", err)
 	}

@@ -37,7 +37,8 @@ func Dial(ctx context.Context, t Target) (*ssh.Client, error) {
 	if t.Signer == nil || t.HostKey == nil {
 		return nil, fmt.Errorf("ssh %s: target needs a signer and a host key", t.Addr)
 	}
-	ctx, cancel := context.WithTimeout(ctx, DefaultDialTimeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, DefaultDialTimeout,
+		fmt.Errorf("no SSH answer within %s (the VM may be down, or port 22 closed to this machine): %w", DefaultDialTimeout, context.DeadlineExceeded))
 	defer cancel()
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", t.Addr)

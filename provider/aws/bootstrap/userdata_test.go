@@ -2,11 +2,16 @@ package bootstrap
 
 import (
 	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"sigs.k8s.io/yaml"
+
+	"github.com/anycloud/anycloud/internal/testenv"
 )
 
 func TestUserDataIsCloudConfigWithThisDeploymentsKeys(t *testing.T) {
@@ -87,5 +92,32 @@ func TestUserDataRefusesABadUserOrMissingKeys(t *testing.T) {
 	}
 	if _, err := UserData(nil, "ec2-user"); err == nil {
 		t.Error("nil keys accepted")
+	}
+}
+
+// TestUserDataPassesCloudInitsOwnSchemaCheck runs `cloud-init schema` of
+// the cloud emulator's VM image (real cloud-init, from Debian) on the
+// user-data anycloud generates.
+func TestUserDataPassesCloudInitsOwnSchemaCheck(t *testing.T) {
+	image := testenv.RequireVMImage(t)
+	k, err := EnsureKeys(t.TempDir(), "uid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, user := range []string{"ec2-user", "root"} {
+		out, err := UserData(k, user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "user-data"), out, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("docker", "run", "--rm", "--entrypoint", "cloud-init", "-v", dir+":/seed:ro", image,
+			"schema", "--config-file", "/seed/user-data")
+		res, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(res), "Valid cloud-config") || strings.Contains(string(res), "DEPRECATED") {
+			t.Errorf("cloud-init schema of the user-data for %s: %v\n%s\n%s", user, err, res, out)
+		}
 	}
 }
