@@ -12,6 +12,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/anycloud/anycloud/provider"
 	"github.com/anycloud/anycloud/state"
 )
 
@@ -43,6 +44,9 @@ type Options struct {
 	// Metrics is where the controller's Prometheus series are registered
 	// (the registry behind /metrics); nil keeps them unseen.
 	Metrics prometheus.Registerer
+	// GitHub reads the signed-in GitHub token at each VM creation (nil
+	// result: not logged in); nil when there is no login to read.
+	GitHub func(context.Context) (*provider.GitHubAuth, error)
 }
 
 // Controller keeps every Deployment's VM matching its manifest.
@@ -61,6 +65,8 @@ type Controller struct {
 	close   *closeWatch
 	metrics *metrics
 	seq     atomic.Uint64
+	// github reads the GitHub login (Options.GitHub).
+	github func(context.Context) (*provider.GitHubAuth, error)
 	// seen is, per deployment name, what the controller last saw of it
 	// that calls for a reconcile (changeKey): a watch event that changes
 	// nothing of that — the controller's own status writes — is dropped,
@@ -92,7 +98,7 @@ func New(o Options) *Controller {
 		store: o.Store, providers: o.Providers, log: o.Log, clock: o.Clock,
 		resync: o.Resync, workers: o.Workers, grace: o.OrphanGrace,
 		queue: NewQueue(o.Clock, o.Queue), vms: newVMCache(), boot: newBootBackoff(), seen: map[string]string{},
-		orphans: map[string]map[string]time.Time{},
+		orphans: map[string]map[string]time.Time{}, github: o.GitHub,
 	}
 	c.close = newCloseWatch(c)
 	c.metrics = newMetrics(o.Metrics, c.queue)

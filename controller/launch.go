@@ -42,9 +42,15 @@ func (p *pass) launch(ctx context.Context, l *reconcile.Launch) (*provider.VM, e
 			fmt.Sprintf("secret bundle(s) %s not found; no VM is created until they exist", strings.Join(missing, ", ")))
 		return nil, nil
 	}
-	vm, err := p.prov.Launch(ctx, launchRequest(d, l.Attempt, env))
+	req := launchRequest(d, l.Attempt, env)
+	if err := p.c.withGitHub(ctx, d, &req); err != nil {
+		clear(env)
+		return nil, err
+	}
+	vm, err := p.prov.Launch(ctx, req)
 	err = newScrubber(env, d.Spec.Env).Error(err) // before it reaches a condition, an event or the log
 	clear(env)
+	err = scrubGitHub(err, req.GitHub)
 	if err == nil {
 		// Known to the cache before anything else can fail, so that a
 		// delete racing this launch terminates it.
@@ -93,10 +99,15 @@ func (p *pass) bootstrap(ctx context.Context, b provider.Bootstrapper) (Result, 
 		return Result{}, false, nil
 	}
 	vm := p.st.VM
-	err = b.Bootstrap(ctx, provider.VM{ID: vm.ID, Deployment: d.Metadata.Name, UID: d.Metadata.UID, Attempt: vm.Attempt, Address: vm.Address},
-		launchRequest(d, vm.Attempt, env))
+	req := launchRequest(d, vm.Attempt, env)
+	if err := p.c.withGitHub(ctx, d, &req); err != nil {
+		clear(env)
+		return Result{}, false, err
+	}
+	err = b.Bootstrap(ctx, provider.VM{ID: vm.ID, Deployment: d.Metadata.Name, UID: d.Metadata.UID, Attempt: vm.Attempt, Address: vm.Address}, req)
 	err = newScrubber(env, d.Spec.Env).Error(err) // before it reaches a condition, an event or the log
 	clear(env)
+	err = scrubGitHub(err, req.GitHub)
 	msg := fmt.Sprintf("start the workload on VM %s: %v", vm.ID, err)
 	switch {
 	case errors.Is(err, provider.ErrInvalid):

@@ -172,7 +172,34 @@ type DeploymentSpec struct {
 	Secrets []string `json:"secrets,omitempty"`
 	// AWS holds settings that only the aws provider reads.
 	AWS *DeploymentAWS `json:"aws,omitempty"`
+	// Source is code to check out on the VM and put into the container.
+	Source *DeploymentSource `json:"source,omitempty"`
 }
+
+// DefaultSourcePath is where the checkout is in the container.
+const DefaultSourcePath = "/workspace"
+
+// DeploymentSource is a git repository checked out on the VM at exactly
+// one commit, before the workload starts, and mounted into its container
+// (which starts there). Every VM of the deployment, recoveries included,
+// checks out the same commit. A repository under the GitHub that
+// `anycloud login` signed in to is fetched with that token.
+type DeploymentSource struct {
+	// Git is the repository's https URL; it holds no credentials.
+	Git string `json:"git"`
+	// Commit is the full SHA (not a branch, which can move).
+	Commit string `json:"commit"`
+	// Path is where the checkout is in the container
+	// (DefaultSourcePath when empty) and the container's working
+	// directory.
+	Path string `json:"path,omitempty"`
+	// ExposeToken gives the container the GitHub token as GITHUB_TOKEN;
+	// true unless set to false.
+	ExposeToken *bool `json:"exposeToken,omitempty"`
+}
+
+// TokenExposed reports whether the container gets GITHUB_TOKEN.
+func (s *DeploymentSource) TokenExposed() bool { return s.ExposeToken == nil || *s.ExposeToken }
 
 // DeploymentAWS holds aws-only settings of a Deployment.
 type DeploymentAWS struct {

@@ -3,6 +3,8 @@ package manifests
 import (
 	"fmt"
 	"maps"
+	"net/url"
+	"path"
 	"regexp"
 	"slices"
 	"strings"
@@ -15,6 +17,15 @@ func Default(o Object) {
 	case *Deployment:
 		if o.Spec.Credentials == "" {
 			o.Spec.Credentials = LocalCredentials
+		}
+		if src := o.Spec.Source; src != nil {
+			if src.Path == "" {
+				src.Path = DefaultSourcePath
+			}
+			if src.ExposeToken == nil {
+				yes := true
+				src.ExposeToken = &yes
+			}
 		}
 	case *Credentials:
 		if o.Spec.Provider == ProviderAWS && o.Spec.AWS == nil {
@@ -39,6 +50,53 @@ func ValidateName(name string) string {
 		return "must be at most 63 characters"
 	case !nameRE.MatchString(name):
 		return fmt.Sprintf("%q must be lower-case letters, digits and '-', starting and ending with a letter or digit", name)
+	}
+	return ""
+}
+
+var commitRE = regexp.MustCompile(`^([0-9a-f]{40}|[0-9a-f]{64})$`)
+
+// ValidateGitURL checks a repository URL for spec.source.git: https (or
+// http, for a server on this network), with a host and a path, and no
+// credentials, which belong to `anycloud login`, never to a URL that is
+// stored, shown and sent to the VM. The message never quotes a URL that
+// holds credentials.
+func ValidateGitURL(u string) string {
+	if u == "" {
+		return "required"
+	}
+	p, err := url.Parse(u)
+	switch {
+	case err != nil && strings.Contains(u, "@"):
+		return "want an https:// URL (ssh remotes cannot use the GitHub token)"
+	case err != nil:
+		return fmt.Sprintf("%q is not a URL", u)
+	case p.User != nil:
+		return "holds credentials: remove them; `anycloud login` gives git the token"
+	case p.Scheme != "https" && p.Scheme != "http":
+		return fmt.Sprintf("want an https:// URL, got %q (ssh remotes cannot use the GitHub token)", u)
+	case p.Host == "" || strings.Trim(p.Path, "/") == "":
+		return fmt.Sprintf("want https://HOST/OWNER/REPO, got %q", u)
+	case p.RawQuery != "" || p.Fragment != "":
+		return fmt.Sprintf("want no query or fragment in %q", u)
+	}
+	return ""
+}
+
+// validateContainerPath checks an absolute path inside the container that
+// a bind mount can name.
+func validateContainerPath(p string) string {
+	switch {
+	case !strings.HasPrefix(p, "/"):
+		return fmt.Sprintf("want an absolute path, got %q", p)
+	case p == "/":
+		return "cannot be the container's root"
+	case path.Clean(p) != p:
+		return fmt.Sprintf("want a clean path (%q), got %q", path.Clean(p), p)
+	case strings.ContainsAny(p, ":,\\") || strings.IndexFunc(p, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0:
+		return fmt.Sprintf("%q: a mount path cannot hold ':', ',', '\\' or control characters", p)
+	case len(p) > 255:
+		return "must be at most 255 characters"
 	}
 	return ""
 }
@@ -83,6 +141,19 @@ func Validate(o Object) ErrorList {
 		for _, k := range slices.Sorted(maps.Keys(s.Env)) {
 			if !ValidEnvKey(k) {
 				add("spec.env."+k, "%q is not a valid environment variable name", k)
+			}
+		}
+		if src := s.Source; src != nil {
+			if msg := ValidateGitURL(src.Git); msg != "" {
+				add("spec.source.git", "%s", msg)
+			}
+			if !commitRE.MatchString(src.Commit) {
+				add("spec.source.commit", "want a full commit SHA (40 lower-case hex digits), got %q: a branch or tag can move", src.Commit)
+			}
+			if src.Path != "" {
+				if msg := validateContainerPath(src.Path); msg != "" {
+					add("spec.source.path", "%s", msg)
+				}
 			}
 		}
 		if a := s.AWS; a != nil {

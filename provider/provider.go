@@ -109,6 +109,38 @@ type LaunchRequest struct {
 	// AWS is the deployment's aws settings as its manifest gives them,
 	// or nil; only the aws provider reads them.
 	AWS *manifests.DeploymentAWS
+	// GitHub is the signed-in GitHub token (`anycloud login`), read at
+	// every VM creation as secrets are; nil when not logged in.
+	// Implementations send it only to its registries and git host, and
+	// never log it or put it in user-data.
+	GitHub *GitHubAuth
+	// Source is code to check out for the workload; nil for none.
+	Source *Source
+}
+
+// GitHubAuth is a GitHub token and where it may be sent: image pulls from
+// Registries (host[:port]) and git under GitURL (scheme://host[:port]).
+type GitHubAuth struct {
+	Token      string
+	User       string
+	Registries []string
+	GitURL     string
+}
+
+// String never shows the token.
+func (g GitHubAuth) String() string {
+	return "provider.GitHubAuth{User: " + g.User + ", Token: redacted}"
+}
+
+// GoString never shows the token.
+func (g GitHubAuth) GoString() string { return g.String() }
+
+// Source is a git repository at one commit, put at Path in the
+// workload's container (its working directory).
+type Source struct {
+	Git    string
+	Commit string
+	Path   string
 }
 
 // Token returns the idempotency token for (uid, attempt).

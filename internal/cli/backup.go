@@ -131,11 +131,13 @@ so sealed manifests in Git keep opening.`,
 			if err != nil {
 				return err
 			}
+			login := holdLogin(f) // sealed with the key too, outside the store
 			res, err := c.RotateKey(cmd.Context())
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(f.IO.Out, "cipher key rotated: %d sealed value(s) re-sealed under the new key in %s\n", res.Records, res.KeyFile)
+			login.reseal(f)
 			fmt.Fprintln(f.IO.ErrOut, "Backups made before now open only with the old key, which is gone: make a new one (anycloud backup FILE).")
 			return nil
 		},

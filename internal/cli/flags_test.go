@@ -39,7 +39,8 @@ func TestSubmitParsesItsFlagsAndTheCommandAfterDashes(t *testing.T) {
 	want := &SubmitOptions{
 		Image: "ghcr.io/me/train:1", Name: "train", Credentials: "aws", VMType: "g6e.xlarge", Spot: true,
 		Secrets: []string{"hf", "wandb"}, Env: []string{"EPOCHS=3"}, Wait: true, Timeout: 2 * time.Minute,
-		Command: []string{"python", "train.py", "--lr", "0.1"},
+		Command:    []string{"python", "train.py", "--lr", "0.1"},
+		SourcePath: "/workspace", ExposeToken: true, // the defaults of --git's flags
 	}
 	if diff := cmp.Diff(want, got, ignoreFactory, cmpopts.IgnoreUnexported(SubmitOptions{})); diff != "" {
 		t.Errorf("submit options (-want +got):\n%s", diff)

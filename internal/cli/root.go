@@ -238,6 +238,9 @@ Credentials manifests; a local control plane keeps the cloud matching them.`,
 		NewCmdDashboard(f, nil),
 		NewCmdBackup(f, nil),
 		NewCmdKeys(f),
+		NewCmdLogin(f, nil),
+		NewCmdLogout(f, nil),
+		NewCmdAuth(f),
 		NewCmdVersion(f),
 	)
 	return root

@@ -29,19 +29,36 @@ type SubmitOptions struct {
 	Env         []string
 	Wait        bool
 	Timeout     time.Duration
+	// GitDir fills spec.source from the working tree there: its remote
+	// and HEAD. AllowDirty lets a tree with changes through (the VM gets
+	// HEAD without them).
+	GitDir      string
+	AllowDirty  bool
+	SourcePath  string
+	ExposeToken bool
+
+	// source is what GitDir resolved to.
+	source *manifests.DeploymentSource
 }
 
 // NewCmdSubmit builds `anycloud submit`.
 func NewCmdSubmit(f *Factory, runF func(*SubmitOptions) error) *cobra.Command {
 	o := &SubmitOptions{f: f}
 	cmd := &cobra.Command{
-		Use:   "submit IMAGE [--credentials NAME] [--vm-type T] [--spot] [--secret B]... [--env K=V]... [--name N] [-- CMD...]",
+		Use:   "submit IMAGE [--credentials NAME] [--vm-type T] [--spot] [--secret B]... [--env K=V]... [--name N] [--git DIR [--allow-dirty]] [-- CMD...]",
 		Short: "Run an image on a VM: writes a Deployment, as if applied from a file",
 		Long: `Write a Deployment from flags, exactly as if it had been applied from a
 manifest. Secrets come from bundles (--secret, repeatable, merged in order);
 --env values are plain and shown by status: a key that looks sensitive gets
-an advisory to move it into a bundle.`,
+an advisory to move it into a bundle.
+
+--git DIR sets spec.source from the git working tree at DIR: the VM clones
+its remote (as https) at exactly HEAD's commit and puts the checkout at
+--source-path, the container's working directory. A tree with uncommitted
+or untracked changes is refused unless --allow-dirty: the VM would not get
+them.`,
 		Example: `  anycloud submit ghcr.io/me/train:latest --credentials my-aws --vm-type g6e.xlarge --spot --secret hf -- python train.py
+  anycloud submit ghcr.io/me/train:latest --credentials my-aws --git . -- python train.py
   anycloud submit anycloud-demo:latest --name demo --env GREETING=hello`,
 		Args: minArgs(1, "IMAGE [-- CMD...]"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -71,11 +88,18 @@ an advisory to move it into a bundle.`,
 	cmd.Flags().StringArrayVar(&o.Env, "env", nil, "K=V plain environment (repeatable; wins over bundle keys)")
 	cmd.Flags().BoolVar(&o.Wait, "wait", false, "wait until the deployment is Ready")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", 10*time.Minute, "how long --wait waits")
+	cmd.Flags().StringVar(&o.GitDir, "git", "", "sync code: clone this working tree's remote at its HEAD commit on the VM")
+	cmd.Flags().BoolVar(&o.AllowDirty, "allow-dirty", false, "with --git: submit even with uncommitted changes (the VM gets HEAD without them)")
+	cmd.Flags().StringVar(&o.SourcePath, "source-path", manifests.DefaultSourcePath, "with --git: where the checkout is in the container (its working directory)")
+	cmd.Flags().BoolVar(&o.ExposeToken, "expose-token", true, "with --git: give the container the GitHub token as GITHUB_TOKEN")
 	return cmd
 }
 
 // Validate checks the options alone.
 func (o *SubmitOptions) Validate() error {
+	if o.GitDir == "" && (o.AllowDirty || !o.ExposeToken || o.SourcePath != manifests.DefaultSourcePath) {
+		return usageErrorf("submit: --allow-dirty, --source-path and --expose-token go with --git DIR")
+	}
 	if strings.TrimSpace(o.Image) == "" {
 		return usageErrorf("submit: IMAGE is required")
 	}
@@ -104,7 +128,7 @@ func (o *SubmitOptions) Deployment() *manifests.Deployment {
 		Metadata: manifests.ObjectMeta{Name: name, Annotations: map[string]string{manifests.AnnotationCreatedBy: "submit"}},
 		Spec: manifests.DeploymentSpec{
 			Image: o.Image, Command: o.Command, Credentials: o.Credentials,
-			VMType: o.VMType, Spot: o.Spot, Secrets: o.Secrets,
+			VMType: o.VMType, Spot: o.Spot, Secrets: o.Secrets, Source: o.source,
 		},
 	}
 	if len(o.Env) > 0 {
@@ -137,8 +161,40 @@ func nameFromImage(image string) string {
 	return shorten(base, 57) + "-" + string(b[:])
 }
 
+// resolveSource reads the working tree of --git into o.source, refusing a
+// dirty one unless --allow-dirty.
+func (o *SubmitOptions) resolveSource(ctx context.Context) error {
+	if o.GitDir == "" {
+		return nil
+	}
+	repo, err := readRepo(ctx, o.GitDir)
+	if err != nil {
+		return err
+	}
+	if len(repo.Dirty) > 0 {
+		shown := repo.Dirty[:min(len(repo.Dirty), maxDirtyShown)]
+		more := ""
+		if n := len(repo.Dirty) - len(shown); n > 0 {
+			more = fmt.Sprintf(" and %d more", n)
+		}
+		if !o.AllowDirty {
+			return fmt.Errorf("submit --git %s: the working tree has changes the VM would not get (%s%s): commit them, or pass --allow-dirty to submit %s without them", o.GitDir, strings.Join(shown, ", "), more, repo.Commit[:12])
+		}
+		fmt.Fprintf(o.f.IO.ErrOut, "warning: the VM gets commit %s without the working tree's changes (%s%s)\n", repo.Commit[:12], strings.Join(shown, ", "), more)
+	}
+	if !repo.Pushed {
+		fmt.Fprintf(o.f.IO.ErrOut, "warning: commit %s is on no branch of %s that this clone knows of: push it, or the VM cannot fetch it\n", repo.Commit[:12], repo.Remote)
+	}
+	expose := o.ExposeToken
+	o.source = &manifests.DeploymentSource{Git: repo.URL, Commit: repo.Commit, Path: o.SourcePath, ExposeToken: &expose}
+	return nil
+}
+
 // Run writes the deployment.
 func (o *SubmitOptions) Run(ctx context.Context) error {
+	if err := o.resolveSource(ctx); err != nil {
+		return err
+	}
 	d := o.Deployment()
 	if errs := manifests.Validate(d); len(errs) > 0 {
 		return usage(errs)

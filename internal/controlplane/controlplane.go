@@ -89,7 +89,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer provs.close()
 	ctrl := controller.New(controller.Options{
 		Store: store, Providers: provs, Log: log.WithName("controller"),
-		Resync: cfg.Resync, OrphanGrace: cfg.OrphanGrace, Metrics: reg,
+		Resync: cfg.Resync, OrphanGrace: cfg.OrphanGrace, Metrics: reg, GitHub: githubLogin(cfg.Home),
 	})
 	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	srv := &api.Server{Store: store, Sealing: box, Log: log.WithName("api"), Version: cfg.Version, Logs: ctrl.Logs, SSH: ctrl.SSHInfo, Metrics: metrics}

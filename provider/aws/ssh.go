@@ -179,9 +179,16 @@ func (p *Provider) Bootstrap(ctx context.Context, vm provider.VM, req provider.L
 		return err
 	}
 	defer c.Close()
-	err = bootstrap.Run(ctx, c, bootstrap.Workload{
+	w := bootstrap.Workload{
 		Name: workloadName(req.Deployment), Image: req.Image, Command: req.Command, Env: req.Env, EnvFile: p.ssh.EnvFile, GPUs: gpu,
-	})
+	}
+	if g := req.GitHub; g != nil {
+		w.GitHub = &bootstrap.GitHub{Token: g.Token, User: g.User, Registries: g.Registries, GitURL: g.GitURL}
+	}
+	if s := req.Source; s != nil {
+		w.Source = &bootstrap.Source{Git: s.Git, Commit: s.Commit, Path: s.Path}
+	}
+	err = bootstrap.Run(ctx, c, w)
 	if errors.Is(err, bootstrap.ErrInvalidEnv) {
 		return fmt.Errorf("%w: %v", provider.ErrInvalid, err)
 	}

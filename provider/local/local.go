@@ -88,6 +88,9 @@ func containerName(req provider.LaunchRequest) string {
 
 // Launch implements provider.Provider.
 func (p *Provider) Launch(ctx context.Context, req provider.LaunchRequest) (provider.VM, error) {
+	if req.Source != nil {
+		return provider.VM{}, fmt.Errorf("spec.source is checked out on a VM, and the local provider has none: use aws credentials, or build the code into the image: %w", provider.ErrInvalid)
+	}
 	name := containerName(req)
 	if vm, err := p.inspect(ctx, name); err == nil {
 		if vm.UID != req.UID || vm.Attempt != req.Attempt {

@@ -29,6 +29,15 @@ type Workload struct {
 	// GPUs gives the container every GPU of the VM (docker run --gpus
 	// all); the VM's image must have the NVIDIA container toolkit.
 	GPUs bool
+	// GitHub is the signed-in token, for a pull from its registries and
+	// a checkout under its git host (source.go); nil without a login.
+	GitHub *GitHub
+	// Source is checked out before the container starts and mounted
+	// into it; nil for none.
+	Source *Source
+	// TokenFile is where the token is kept on the VM (a tmpfs) while it
+	// is used; DefaultTokenFile if empty.
+	TokenFile string
 }
 
 // ErrInvalidEnv is wrapped by Run's error for an environment that cannot be
@@ -93,6 +102,16 @@ func Run(ctx context.Context, client *ssh.Client, w Workload) error {
 	if err != nil {
 		return fmt.Errorf("run workload %s: %w", w.Name, err)
 	}
+	if w.Source != nil {
+		src := *w.Source
+		if src.Dir == "" {
+			src.Dir = DefaultSourceRoot + "/" + w.Name
+		}
+		if err := checkSource(&src); err != nil {
+			return fmt.Errorf("run workload %s: %w", w.Name, err)
+		}
+		w.Source = &src
+	}
 	root := client.User() == "root"
 
 	if _, err := command(ctx, client, root, nil, "sh", "-c", waitCloudInit); err != nil && ctx.Err() != nil {
@@ -105,8 +124,14 @@ func Run(ctx context.Context, client *ssh.Client, w Workload) error {
 		!strings.Contains(err.Error(), "No such container") {
 		return fmt.Errorf("run workload %s: remove old container: %w", w.Name, err)
 	}
+	if err := prepare(ctx, client, root, &w); err != nil {
+		return fmt.Errorf("run workload %s: %w", w.Name, err)
+	}
+	if w.Source != nil {
+		return startWithSource(ctx, client, root, w, file)
+	}
 	if _, err := command(ctx, client, root, nil, runArgs(w, file)...); err != nil {
-		return fmt.Errorf("run workload %s: docker run: %w", w.Name, err)
+		return fmt.Errorf("run workload %s: docker run: %w", w.Name, runError(w.Image, err))
 	}
 	return nil
 }
@@ -116,6 +141,9 @@ func runArgs(w Workload, file string) []string {
 	args := []string{"docker", "run", "-d", "--name", w.Name, "--restart", "unless-stopped", "--env-file", file}
 	if w.GPUs {
 		args = append(args, "--gpus", "all")
+	}
+	if w.Source != nil {
+		args = append(args, "--workdir", w.Source.Path)
 	}
 	args = append(args, w.Image)
 	return append(args, w.Command...)

@@ -10,7 +10,8 @@ import (
 )
 
 // installDocker makes sure Docker is installed and running, on Amazon Linux
-// (dnf or yum, package docker) and on Debian or Ubuntu (apt, docker.io).
+// (dnf or yum, package docker) and on Debian or Ubuntu (apt, docker.io),
+// and git, for spec.source.
 // Best effort: if it fails, Run reports that docker is missing.
 const installDocker = `if ! command -v docker >/dev/null 2>&1; then
   if command -v dnf >/dev/null 2>&1; then dnf install -y docker
@@ -20,6 +21,12 @@ const installDocker = `if ! command -v docker >/dev/null 2>&1; then
   fi
 fi
 docker info >/dev/null 2>&1 || systemctl enable --now docker
+if ! command -v git >/dev/null 2>&1; then
+  if command -v dnf >/dev/null 2>&1; then dnf install -y git
+  elif command -v yum >/dev/null 2>&1; then yum install -y git
+  elif command -v apt-get >/dev/null 2>&1; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q git
+  fi
+fi
 `
 
 // userRE is what useradd accepts on the distributions anycloud targets.
