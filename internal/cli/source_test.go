@@ -16,6 +16,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -125,7 +126,13 @@ func TestSourceAndPrivateImageOnEmulatedVMsWithRecoveryAndNoTokenLeak(t *testing
 	registry := testenv.StartRegistry(t, "octocat", tokenCanary)
 	private := registry.Push(t, demo, "me/private:v1")
 
-	gh := githubtest.NewServerOn(t, tokenCanary, testenv.ListenBridge(t))
+	// The emulated VMs share this machine's network: the fake GitHub and
+	// its git server are reached on loopback, as everything in tests is.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gh := githubtest.NewServerOn(t, tokenCanary, l)
 	git := testenv.NewGitServer(t, tokenCanary)
 	commits := git.CreateRepo(t, "me/train",
 		map[string]string{"train.py": "print('first')\n"},

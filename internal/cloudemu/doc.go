@@ -14,10 +14,13 @@
 //     user-data is the NoCloud seed and its id the instance-id, so
 //     cloud-init does on it what it does on EC2: makes the host key,
 //     prints it to the console, authorizes the deployment's key, runs the
-//     user-data's commands. Each VM gets a loopback address of its own
-//     (127.X.Y.Z) with sshd published on port 22 there, and the host's
-//     Docker socket, so that `docker run` on the VM starts the workload
-//     as a sibling container on this machine's engine; containers a VM
+//     user-data's commands. VMs run in this machine's network namespace,
+//     so they reach what tests serve on loopback (moto's S3, a registry)
+//     as a real VM reaches its cloud's endpoints; each has a loopback
+//     address of its own (127.X.Y.Z) where its sshd listens on port 22.
+//     The host's Docker socket is mounted, so that `docker run` on the VM
+//     starts the workload as a sibling container on this machine's
+//     engine; containers a VM
 //     starts are labelled with its instance id and die with it. A VM
 //     stopped or terminated in moto is stopped or removed; a VM container
 //     that dies on its own (docker kill) is a preemption, and the instance

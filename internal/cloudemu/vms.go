@@ -25,7 +25,6 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
-	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 )
 
@@ -399,18 +398,20 @@ func (v *VMs) boot(ctx context.Context, m *vm) error {
 	if err != nil {
 		return err
 	}
-	ssh, _ := network.ParsePort("22/tcp")
 	yes := true
 	created, err := v.docker.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name: "anycloud-vm-" + m.id + "-" + v.id,
 		Config: &container.Config{
-			Image:        v.o.Image,
-			Hostname:     m.id,
-			ExposedPorts: network.PortSet{ssh: struct{}{}},
-			Labels:       map[string]string{LabelEmulator: v.id, LabelInstance: m.id},
+			Image:  v.o.Image,
+			Env:    []string{"ANYCLOUD_VM_ADDRESS=" + addr.String()},
+			Labels: map[string]string{LabelEmulator: v.id, LabelInstance: m.id},
 		},
 		HostConfig: &container.HostConfig{
 			Init: &yes,
+			// The host's network namespace: the VM reaches loopback
+			// services (moto, a registry) as a VM reaches its cloud's, and
+			// its sshd listens on the VM's own loopback address.
+			NetworkMode: "host",
 			// /run is a tmpfs, as on a VM: the env file written there
 			// never reaches a disk.
 			Tmpfs: map[string]string{"/run": "rw,nosuid,nodev,mode=755", "/run/lock": "rw,nosuid,nodev,noexec"},
@@ -418,7 +419,6 @@ func (v *VMs) boot(ctx context.Context, m *vm) error {
 				seed + ":/var/lib/cloud/seed/nocloud:ro",
 				v.o.DockerSocket + ":/run/docker.sock",
 			},
-			PortBindings: network.PortMap{ssh: {{HostIP: addr, HostPort: "22"}}},
 		},
 	})
 	if err != nil {
@@ -508,7 +508,7 @@ func (v *VMs) cleanup() {
 // freeLoopback picks an unused loopback address whose port 22 is free:
 // 127.X.Y.Z with X from 100 to 199, at random, so that emulators running
 // at once (parallel tests) do not collide. Every VM has its own address,
-// so anycloud dials port 22 exactly as on EC2.
+// where its sshd listens, so anycloud dials port 22 exactly as on EC2.
 func freeLoopback() (netip.Addr, error) {
 	for range 64 {
 		n, err := rand.Int(rand.Reader, big.NewInt(100<<16))

@@ -1,8 +1,6 @@
 package testenv
 
 import (
-	"context"
-	"net"
 	"net/http"
 	"net/http/cgi"
 	"os"
@@ -11,9 +9,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
-
-	"github.com/moby/moby/client"
 )
 
 // GitServer is git's own smart HTTP server, git-http-backend, behind Go's
@@ -123,51 +118,4 @@ func gitRun(t testing.TB, dir string, args ...string) string {
 		t.Fatalf("git %v: %v\n%s", args, err, out)
 	}
 	return strings.TrimSpace(string(out))
-}
-
-// BridgeAddress is this machine's address on the Docker engine's default
-// bridge network: where a container on that network (an emulated VM)
-// reaches a server of the test. It is a local address, not a way out of
-// the machine; a server listening only there is reachable from this
-// machine and its containers and from nowhere else.
-func BridgeAddress(t testing.TB) string {
-	t.Helper()
-	docker := RequireDocker(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	res, err := docker.NetworkInspect(ctx, "bridge", client.NetworkInspectOptions{})
-	if err != nil {
-		Missing(t, "the Docker engine has no default bridge network: "+err.Error())
-	}
-	for _, c := range res.Network.IPAM.Config {
-		if c.Gateway.IsValid() && c.Gateway.Is4() {
-			return c.Gateway.String()
-		}
-	}
-	// Older engines name no gateway: it is the bridge interface's own
-	// address.
-	name := res.Network.Options["com.docker.network.bridge.name"]
-	if name == "" {
-		name = "docker0"
-	}
-	if iface, err := net.InterfaceByName(name); err == nil {
-		addrs, _ := iface.Addrs()
-		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil {
-				return ipn.IP.String()
-			}
-		}
-	}
-	Missing(t, "the Docker engine's bridge network has no IPv4 gateway")
-	return ""
-}
-
-// ListenBridge listens on a free port of BridgeAddress.
-func ListenBridge(t testing.TB) net.Listener {
-	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(BridgeAddress(t), "0"))
-	if err != nil {
-		t.Fatalf("listen on the bridge address: %v", err)
-	}
-	return l
 }
