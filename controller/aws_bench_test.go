@@ -112,7 +112,7 @@ func (r *benchRig) apply(b *testing.B, names []string) {
 		writes = append(writes, state.Write{Object: &manifests.Deployment{
 			TypeMeta: manifests.TypeMeta{APIVersion: manifests.APIVersion, Kind: manifests.KindDeployment},
 			Metadata: manifests.ObjectMeta{Name: n},
-			Spec:     manifests.DeploymentSpec{Image: "img", Credentials: manifests.LocalCredentials, Spot: true, VMType: "t3.micro"},
+			Spec:     manifests.DeploymentSpec{Image: "img", Credentials: manifests.LocalCredentials, Spot: manifests.SpotSpec{Enabled: true}, VMType: "t3.micro"},
 		}})
 	}
 	if _, err := r.store.Apply(context.Background(), writes, state.ApplyOptions{}); err != nil {

@@ -19,7 +19,8 @@ func launchRequest(d *manifests.Deployment, attempt int, env map[string]string) 
 	req := provider.LaunchRequest{
 		Deployment: d.Metadata.Name, UID: d.Metadata.UID, Attempt: attempt,
 		Token: provider.Token(d.Metadata.UID, attempt), Image: d.Spec.Image, Command: d.Spec.Command,
-		Env: env, VMType: d.Spec.VMType, Spot: d.Spec.Spot,
+		Env: env, VMType: d.Spec.VMType, Spot: d.Spec.Spot.Enabled,
+		OnDemandFallback: d.Spec.Spot.Fallback == manifests.SpotFallbackOnDemand,
 	}
 	if d.Spec.AWS != nil {
 		a := *d.Spec.AWS

@@ -101,7 +101,7 @@ func converged(b *testing.B, n int, clock Clock) (*Controller, *state.Bolt, *mem
 		writes = append(writes, state.Write{Object: &manifests.Deployment{
 			TypeMeta: manifests.TypeMeta{APIVersion: manifests.APIVersion, Kind: manifests.KindDeployment},
 			Metadata: manifests.ObjectMeta{Name: fmt.Sprintf("job-%d", i), Labels: map[string]string{"team": "ml"}},
-			Spec:     manifests.DeploymentSpec{Image: "ghcr.io/me/train:latest", Credentials: manifests.LocalCredentials, Spot: true, Env: map[string]string{"EPOCHS": "3"}},
+			Spec:     manifests.DeploymentSpec{Image: "ghcr.io/me/train:latest", Credentials: manifests.LocalCredentials, Spot: manifests.SpotSpec{Enabled: true}, Env: map[string]string{"EPOCHS": "3"}},
 		}})
 	}
 	if _, err := store.Apply(context.Background(), writes, state.ApplyOptions{}); err != nil {

@@ -262,6 +262,10 @@ type walker struct {
 
 var timeType = reflect.TypeOf(time.Time{})
 
+// acceptsBoolType is implemented by structs that may also be written as a
+// boolean (SpotSpec).
+var acceptsBoolType = reflect.TypeOf((*interface{ acceptsBool() })(nil)).Elem()
+
 func (w *walker) fail(n *yaml.Node, path, msg string) {
 	w.errs = append(w.errs, &FieldError{Line: n.Line, Field: path, Msg: msg})
 }
@@ -284,9 +288,15 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 		if n.Kind != yaml.ScalarNode {
 			w.fail(n, path, "expected a timestamp, got "+describeNode(n))
 		}
+	case t.Kind() == reflect.Struct && n.Kind == yaml.ScalarNode && n.Tag == "!!bool" && t.Implements(acceptsBoolType):
+		// true or false where the type allows it (spot: true).
 	case t.Kind() == reflect.Struct:
 		if n.Kind != yaml.MappingNode {
-			w.fail(n, path, "expected a mapping, got "+describeNode(n))
+			what := "a mapping"
+			if t.Implements(acceptsBoolType) {
+				what = "true or false (or a mapping of options)"
+			}
+			w.fail(n, path, "expected "+what+", got "+describeNode(n))
 			return
 		}
 		fields := jsonFields(t)

@@ -1,6 +1,7 @@
 package manifests
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -112,7 +113,7 @@ spec:
 			Command:     []string{"python", "train.py"},
 			Credentials: "my-aws",
 			VMType:      "g6e.xlarge",
-			Spot:        true,
+			Spot:        SpotSpec{Enabled: true},
 			Env:         map[string]string{"EPOCHS": "3"},
 			Secrets:     []string{"hf", "wandb"},
 			AWS:         &DeploymentAWS{ImageID: "ami-123", Region: "eu-west-1"},
@@ -288,7 +289,7 @@ metadata:
 		{
 			name: "string where bool expected",
 			body: "spec:\n  image: x\n  spot: \"yes\"\n",
-			want: &FieldError{Line: 7, Field: "spec.spot", Msg: "expected true or false, got a string"},
+			want: &FieldError{Line: 7, Field: "spec.spot", Msg: "expected true or false (or a mapping of options), got a string"},
 		},
 		{
 			name: "integer env value suggests quoting",
@@ -411,7 +412,7 @@ spec: {image: x, command: null, spot: ~}
 		t.Fatalf("Decode: %v", err)
 	}
 	d := docs[0].Object.(*Deployment)
-	if d.Metadata.Labels != nil || d.Spec.Command != nil || d.Spec.Spot {
+	if d.Metadata.Labels != nil || d.Spec.Command != nil || d.Spec.Spot.Enabled {
 		t.Errorf("got labels %v, command %v, spot %v; want zero values", d.Metadata.Labels, d.Spec.Command, d.Spec.Spot)
 	}
 }
@@ -924,5 +925,38 @@ spec:
 		if got := d.LineOf(path); got != want {
 			t.Errorf("LineOf(%q) = %d, want %d", path, got, want)
 		}
+	}
+}
+
+func TestSpotIsABooleanOrAnObjectOfOptions(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		want SpotSpec
+	}{
+		{"true", SpotSpec{Enabled: true}},
+		{"false", SpotSpec{}},
+		{"{fallback: onDemand, onRebalance: replace}", SpotSpec{Enabled: true, Fallback: "onDemand", OnRebalance: "replace"}},
+		{"{}", SpotSpec{Enabled: true}},
+	} {
+		in := "apiVersion: anycloud.dev/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  image: x\n  spot: " + tc.yaml + "\n"
+		docs, err := Decode("d.yaml", strings.NewReader(in))
+		if err != nil {
+			t.Errorf("spot: %s: %v", tc.yaml, err)
+			continue
+		}
+		got := docs[0].Object.(*Deployment).Spec.Spot
+		if got != tc.want {
+			t.Errorf("spot: %s = %+v, want %+v", tc.yaml, got, tc.want)
+		}
+		// What is stored reads back the same, in the short form when it can.
+		b, _ := json.Marshal(docs[0].Object)
+		back, err := Unmarshal(KindDeployment, b)
+		if err != nil || back.(*Deployment).Spec.Spot != tc.want {
+			t.Errorf("spot: %s does not round-trip: %s %v", tc.yaml, b, err)
+		}
+	}
+	in := "apiVersion: anycloud.dev/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  image: x\n  spot: {fallbak: onDemand}\n"
+	if _, err := Decode("d.yaml", strings.NewReader(in)); err == nil || !strings.Contains(err.Error(), "spec.spot.fallbak") {
+		t.Errorf("an unknown spot option: %v", err)
 	}
 }

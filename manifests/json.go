@@ -151,3 +151,12 @@ func checkJSONKeys(data []byte) error {
 	}
 	return nil
 }
+
+// strictJSON decodes b into v refusing unknown fields: for the custom
+// unmarshalers of types that are objects in some forms, where the outer
+// decoder's DisallowUnknownFields does not reach.
+func strictJSON(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}

@@ -1,10 +1,13 @@
 package manifests
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -162,8 +165,9 @@ type DeploymentSpec struct {
 	// VMType is the cloud instance type (for example g6e.xlarge). Defaults
 	// to "local" for the local provider.
 	VMType string `json:"vmType,omitempty"`
-	// Spot asks for spot capacity, recovered automatically when taken back.
-	Spot bool `json:"spot,omitempty"`
+	// Spot asks for spot capacity, recovered automatically when taken back:
+	// `spot: true`, or an object with options (SpotSpec).
+	Spot SpotSpec `json:"spot,omitzero"`
 	// Env is plain environment. A key here wins over the same key from a
 	// bundle.
 	Env map[string]string `json:"env,omitempty"`
@@ -201,6 +205,95 @@ type DeploymentSource struct {
 // TokenExposed reports whether the container gets GITHUB_TOKEN.
 func (s *DeploymentSource) TokenExposed() bool { return s.ExposeToken == nil || *s.ExposeToken }
 
+// SpotSpec is a deployment's use of spot capacity. In a manifest it is
+// `spot: true` (or false), or an object, which means true with options:
+//
+//	spot: {fallback: onDemand, onRebalance: replace}
+type SpotSpec struct {
+	// Enabled is the boolean form, and true for the object form.
+	Enabled bool `json:"-"`
+	// Fallback onDemand launches on-demand capacity once every zone tried
+	// has no spot capacity; empty keeps trying spot.
+	Fallback string `json:"fallback,omitempty"`
+	// OnRebalance replace starts the replacement at EC2's rebalance
+	// recommendation (an early sign of interruption), not only at the
+	// two-minute interruption warning; empty or ignore waits.
+	OnRebalance string `json:"onRebalance,omitempty"`
+}
+
+// Spot values.
+const (
+	SpotFallbackOnDemand = "onDemand"
+	SpotRebalanceReplace = "replace"
+	SpotRebalanceIgnore  = "ignore"
+)
+
+// IsZero reports no spot: `omitzero` leaves the field out.
+func (s SpotSpec) IsZero() bool { return !s.Enabled && s.Fallback == "" && s.OnRebalance == "" }
+
+// MarshalJSON writes the boolean form when there are no options.
+func (s SpotSpec) MarshalJSON() ([]byte, error) {
+	if s.Fallback == "" && s.OnRebalance == "" {
+		return json.Marshal(s.Enabled)
+	}
+	type options SpotSpec
+	return json.Marshal(options(s))
+}
+
+// UnmarshalJSON reads either form.
+func (s *SpotSpec) UnmarshalJSON(b []byte) error {
+	var on bool
+	if err := json.Unmarshal(b, &on); err == nil {
+		*s = SpotSpec{Enabled: on}
+		return nil
+	}
+	if t := bytes.TrimSpace(b); len(t) == 0 || t[0] != '{' {
+		return &json.UnmarshalTypeError{Value: jsonKind(t), Type: reflect.TypeOf(true)}
+	}
+	type options SpotSpec
+	var o options
+	if err := strictJSON(b, &o); err != nil {
+		return err
+	}
+	*s = SpotSpec(o)
+	s.Enabled = true
+	return nil
+}
+
+// String is the setting for people: true, false, or true with options.
+func (s SpotSpec) String() string {
+	var opts []string
+	if s.Fallback != "" {
+		opts = append(opts, "fallback "+s.Fallback)
+	}
+	if s.OnRebalance != "" {
+		opts = append(opts, "on rebalance "+s.OnRebalance)
+	}
+	if !s.Enabled || len(opts) == 0 {
+		return strconv.FormatBool(s.Enabled)
+	}
+	return "true (" + strings.Join(opts, ", ") + ")"
+}
+
+// jsonKind names the kind of a JSON value, as encoding/json's errors do.
+func jsonKind(b []byte) string {
+	switch {
+	case len(b) == 0:
+		return "nothing"
+	case b[0] == '"':
+		return "string"
+	case b[0] == '[':
+		return "array"
+	case b[0] == 'n':
+		return "null"
+	}
+	return "number"
+}
+
+// acceptsBool marks, for the strict YAML walk, a struct that may also be
+// written as true or false.
+func (SpotSpec) acceptsBool() {}
+
 // DeploymentAWS holds aws-only settings of a Deployment.
 type DeploymentAWS struct {
 	// ImageID is the AMI; empty selects the provider's default.
@@ -209,6 +302,10 @@ type DeploymentAWS struct {
 	Region string `json:"region,omitempty"`
 	// SubnetID places the instance; empty uses the default VPC.
 	SubnetID string `json:"subnetId,omitempty"`
+	// SubnetIDs are subnets (in different zones) to try in turn: a zone
+	// out of capacity is skipped for a while and the next one tried. The
+	// default is SubnetID, or else the default VPC's subnets.
+	SubnetIDs []string `json:"subnetIds,omitempty"`
 	// SecurityGroupIDs must let this machine reach port 22 (the SSH
 	// bootstrap); empty uses the VPC's default group.
 	SecurityGroupIDs []string `json:"securityGroupIds,omitempty"`
@@ -268,9 +365,14 @@ type DeploymentStatus struct {
 	FastRecoveries int `json:"fastRecoveries,omitempty"`
 	// NextLaunchAt holds a backed-off recovery until then.
 	NextLaunchAt *time.Time `json:"nextLaunchAt,omitempty"`
-	// LostAt is when the VM being replaced was found lost; cleared when
-	// its replacement is Ready (the time between is a recovery's).
+	// LostAt is when the VM being replaced was found lost (or warned of);
+	// cleared when its replacement is Ready (the time between is a
+	// recovery's).
 	LostAt *time.Time `json:"lostAt,omitempty"`
+	// Draining is a VM that EC2 warned it would take back, kept running
+	// while its replacement (VM) starts: make before break. It is
+	// terminated when the replacement is Ready, unless EC2 takes it first.
+	Draining *VMStatus `json:"draining,omitempty"`
 }
 
 // VMStatus describes one VM.
@@ -374,7 +476,23 @@ type AWSCredentials struct {
 	// EndpointURL points the EC2 client at an emulator or a private
 	// endpoint.
 	EndpointURL string `json:"endpointURL,omitempty"`
+	// Interruptions is how anycloud learns of EC2's events about its
+	// instances (spot interruption warnings, rebalance recommendations,
+	// state changes, scheduled changes) before the next resync: auto (the
+	// default) makes an SQS queue and EventBridge rules for this account
+	// and region, off listens to none (the resync alone notices).
+	Interruptions string `json:"interruptions,omitempty"`
+	// InterruptionQueue names an existing SQS queue that EventBridge
+	// already feeds with those events: anycloud consumes it and makes
+	// nothing.
+	InterruptionQueue string `json:"interruptionQueue,omitempty"`
 }
+
+// Interruptions modes.
+const (
+	InterruptionsAuto = "auto"
+	InterruptionsOff  = "off"
+)
 
 // CredentialsStatus tells whether secret material is stored, never what.
 type CredentialsStatus struct {

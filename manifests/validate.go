@@ -156,7 +156,27 @@ func Validate(o Object) ErrorList {
 				}
 			}
 		}
+		if f := s.Spot.Fallback; f != "" && f != SpotFallbackOnDemand {
+			add("spec.spot.fallback", "unknown fallback %q (onDemand)", f)
+		}
+		if r := s.Spot.OnRebalance; r != "" && r != SpotRebalanceReplace && r != SpotRebalanceIgnore {
+			add("spec.spot.onRebalance", "unknown action %q (replace or ignore)", r)
+		}
 		if a := s.AWS; a != nil {
+			seenSubnet := map[string]bool{}
+			for i, id := range a.SubnetIDs {
+				f := fmt.Sprintf("spec.aws.subnetIds[%d]", i)
+				switch {
+				case !strings.HasPrefix(id, "subnet-"):
+					add(f, "%q is not a subnet id (subnet-...)", id)
+				case seenSubnet[id]:
+					add(f, "subnet %s is listed twice", id)
+				}
+				seenSubnet[id] = true
+			}
+			if a.SubnetID != "" && len(a.SubnetIDs) > 0 {
+				add("spec.aws.subnetId", "set either subnetId or subnetIds, not both")
+			}
 			if a.BootTimeout != "" {
 				if d, err := time.ParseDuration(a.BootTimeout); err != nil || d < time.Minute {
 					add("spec.aws.bootTimeout", "%q is not a duration of at least 1m (such as 15m)", a.BootTimeout)
@@ -227,6 +247,14 @@ func Validate(o Object) ErrorList {
 				}
 				if a.EndpointURL != "" && !strings.HasPrefix(a.EndpointURL, "http://") && !strings.HasPrefix(a.EndpointURL, "https://") {
 					add("spec.aws.endpointURL", "must be an http:// or https:// URL")
+				}
+				switch a.Interruptions {
+				case "", InterruptionsAuto, InterruptionsOff:
+				default:
+					add("spec.aws.interruptions", "unknown mode %q (auto or off)", a.Interruptions)
+				}
+				if a.InterruptionQueue != "" && a.Interruptions == InterruptionsOff {
+					add("spec.aws.interruptionQueue", "set with interruptions: off; drop one")
 				}
 			}
 		case ProviderLocal:

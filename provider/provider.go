@@ -106,6 +106,9 @@ type LaunchRequest struct {
 	Env    map[string]string
 	VMType string
 	Spot   bool
+	// OnDemandFallback launches on-demand once spot capacity is out in
+	// every zone tried.
+	OnDemandFallback bool
 	// AWS is the deployment's aws settings as its manifest gives them,
 	// or nil; only the aws provider reads them.
 	AWS *manifests.DeploymentAWS

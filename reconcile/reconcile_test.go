@@ -48,7 +48,7 @@ func dep(mods ...func(*manifests.Deployment)) *manifests.Deployment {
 			Command:     []string{"python", "train.py"},
 			Credentials: "my-aws",
 			VMType:      "g6e.xlarge",
-			Spot:        true,
+			Spot: manifests.SpotSpec{Enabled: true},
 			Env:         map[string]string{"EPOCHS": "3"},
 			Secrets:     []string{"hf"},
 		},

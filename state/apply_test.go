@@ -98,7 +98,7 @@ func TestApplyDeploymentActionAndGeneration(t *testing.T) {
 		{"image", func(d *manifests.Deployment) { d.Spec.Image = "ghcr.io/me/train:v2" }, state.ActionConfigured, 2},
 		{"env", func(d *manifests.Deployment) { d.Spec.Env = map[string]string{"EPOCHS": "3"} }, state.ActionConfigured, 2},
 		{"secrets", func(d *manifests.Deployment) { d.Spec.Secrets = []string{"hf"} }, state.ActionConfigured, 2},
-		{"spot", func(d *manifests.Deployment) { d.Spec.Spot = true }, state.ActionConfigured, 2},
+		{"spot", func(d *manifests.Deployment) { d.Spec.Spot = manifests.SpotSpec{Enabled: true} }, state.ActionConfigured, 2},
 		{"labels only", func(d *manifests.Deployment) { d.Metadata.Labels = map[string]string{"team": "ml"} }, state.ActionConfigured, 1},
 		{"annotations only", func(d *manifests.Deployment) { d.Metadata.Annotations = map[string]string{"note": "x"} }, state.ActionConfigured, 1},
 		{"status only (ignored)", func(d *manifests.Deployment) { d.Status.Phase = manifests.PhaseFailed }, state.ActionUnchanged, 1},

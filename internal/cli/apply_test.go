@@ -166,7 +166,7 @@ func TestSubmitWritesTheSameDeploymentAsAManifest(t *testing.T) {
 	}
 	want := manifests.DeploymentSpec{
 		Image: "ghcr.io/me/train:latest", Command: []string{"python", "train.py"}, Credentials: "local",
-		VMType: "g6e.xlarge", Spot: true, Env: map[string]string{"EPOCHS": "3"}, Secrets: []string{"hf"},
+		VMType: "g6e.xlarge", Spot: manifests.SpotSpec{Enabled: true}, Env: map[string]string{"EPOCHS": "3"}, Secrets: []string{"hf"},
 	}
 	if got, _ := json.Marshal(d.Spec); string(got) != string(must(json.Marshal(want))) {
 		t.Errorf("spec = %s\nwant   %s", got, must(json.Marshal(want)))

@@ -94,7 +94,7 @@ func describe(w io.Writer, now time.Time, obj manifests.Object, events []state.E
 		}
 		field(1, "Credentials", s.Credentials)
 		field(1, "VM type", orNone(s.VMType))
-		field(1, "Spot", fmt.Sprint(s.Spot))
+		field(1, "Spot", s.Spot.String())
 		field(1, "Secrets", orNone(strings.Join(s.Secrets, ", ")))
 		if len(s.Env) > 0 {
 			fmt.Fprintln(w, "  Env:")

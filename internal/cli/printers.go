@@ -192,7 +192,7 @@ func printTable(w io.Writer, now time.Time, kind manifests.Kind, objs []manifest
 				if d.Status.VM != nil && d.Status.VM.Address != "" {
 					addr = d.Status.VM.Address
 				}
-				cols = append(cols, d.Spec.Image, orNone(d.Spec.VMType), fmt.Sprint(d.Spec.Spot), addr,
+				cols = append(cols, d.Spec.Image, orNone(d.Spec.VMType), fmt.Sprint(d.Spec.Spot.Enabled), addr,
 					fmt.Sprint(d.Status.Recoveries), orNone(strings.Join(d.Spec.Secrets, ",")))
 			}
 			t.row(cols...)

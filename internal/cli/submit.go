@@ -128,7 +128,7 @@ func (o *SubmitOptions) Deployment() *manifests.Deployment {
 		Metadata: manifests.ObjectMeta{Name: name, Annotations: map[string]string{manifests.AnnotationCreatedBy: "submit"}},
 		Spec: manifests.DeploymentSpec{
 			Image: o.Image, Command: o.Command, Credentials: o.Credentials,
-			VMType: o.VMType, Spot: o.Spot, Secrets: o.Secrets, Source: o.source,
+			VMType: o.VMType, Spot: manifests.SpotSpec{Enabled: o.Spot}, Secrets: o.Secrets, Source: o.source,
 		},
 	}
 	if len(o.Env) > 0 {
