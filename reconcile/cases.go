@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,11 +45,15 @@ func (x *decision) deleting() {
 	if st.VM != nil && !recorded {
 		p.Terminate = append(p.Terminate, provider.VM{ID: st.VM.ID, UID: x.d.Metadata.UID, Deployment: x.d.Metadata.Name, Attempt: st.VM.Attempt})
 	}
+	if dr := st.Draining; dr != nil && !slices.ContainsFunc(x.in.Observed, func(vm provider.VM) bool { return vm.ID == dr.ID }) {
+		p.Terminate = append(p.Terminate, provider.VM{ID: dr.ID, UID: x.d.Metadata.UID, Deployment: x.d.Metadata.Name, Attempt: dr.Attempt})
+	}
 	st.Phase = manifests.PhaseTerminating
 	setReady(st, manifests.ConditionFalse, ReasonDeleting, "the deployment is being deleted", x.gen, x.in.Now)
 	setReconciling(st, ReasonDeleting, "terminating the VM", x.in.Now)
 	if len(p.Terminate) == 0 {
 		p.RemoveFinalizer = true
+		st.Draining = nil
 		if st.VM != nil {
 			x.event("Normal", ReasonTerminated, fmt.Sprintf("VM %s is gone", st.VM.ID))
 		}
@@ -76,14 +81,67 @@ func (x *decision) currentVM() *provider.VM {
 }
 
 // endLeftovers terminates VMs of other attempts (a replaced VM, a dead
-// container) and duplicates of the current one.
+// container) and duplicates of the current one — but not a VM draining
+// while its replacement starts.
 func (x *decision) endLeftovers() {
 	for _, vm := range x.in.Observed {
 		leftover := vm.Attempt != x.target || vm.ID != x.cur.ID
-		if leftover && vm.State != provider.StateTerminated {
+		draining := x.st.Draining != nil && vm.ID == x.st.Draining.ID
+		if leftover && !draining && vm.State != provider.StateTerminated {
 			x.p.Terminate = append(x.p.Terminate, vm)
 		}
 	}
+}
+
+// followDraining forgets a draining VM that the cloud has taken back, as
+// it warned: its replacement carries on.
+func (x *decision) followDraining() {
+	dr := x.st.Draining
+	if dr == nil {
+		return
+	}
+	for _, vm := range x.in.Observed {
+		if vm.ID == dr.ID && vm.State.Alive() {
+			return
+		}
+	}
+	x.event("Normal", ReasonTakenBack, fmt.Sprintf("VM %s was taken back, as warned; its replacement carries on", dr.ID))
+	x.st.Draining = nil
+}
+
+// warned reports whether the cloud warned that it will take back the
+// current VM, and that warning calls for a replacement now: one not
+// already started (a duplicate or late event changes nothing).
+func (x *decision) warned() bool {
+	w, cur := x.in.Warning, x.cur
+	if w == nil || cur == nil || cur.ID != w.VMID || !cur.State.Alive() || x.st.Draining != nil {
+		return false
+	}
+	return w.Kind != WarningRebalance || x.d.Spec.Spot.OnRebalance == manifests.SpotRebalanceReplace
+}
+
+// makeBeforeBreak starts the replacement of a VM the cloud will take back
+// while that VM keeps running (draining): the workload moves without a
+// gap when the replacement is ready in time, and the secrets it gets are
+// resolved now.
+func (x *decision) makeBeforeBreak() {
+	st, cur, w := x.st, x.cur, x.in.Warning
+	what := map[string]string{
+		WarningInterruption: "a spot interruption warning",
+		WarningRebalance:    "a rebalance recommendation",
+		WarningScheduled:    "a scheduled change",
+	}[w.Kind]
+	msg := fmt.Sprintf("%s for VM %s: launching its replacement now; %s keeps running until the replacement is Ready or EC2 takes it back", what, cur.ID, cur.ID)
+	if w.Detail != "" {
+		msg += " (" + w.Detail + ")"
+	}
+	x.event("Warning", ReasonInterruptionWarning, msg)
+	st.Draining = vmStatus(*cur, st.VM, x.d)
+	st.Recoveries++
+	lost := x.in.Now.UTC()
+	st.LostAt = &lost
+	x.p.Lost = LostWarned
+	startAttempt(&x.p, x.d, x.target+1, true, x.in.Now)
 }
 
 // why is what made the current attempt stale.
@@ -170,6 +228,12 @@ func (x *decision) ready() {
 	st.LostAt = nil
 	if !cur.LaunchedAt.IsZero() && x.in.Now.Sub(cur.LaunchedAt) >= FastDeath {
 		st.FastRecoveries = 0
+	}
+	if dr := st.Draining; dr != nil {
+		// Make before break: the replacement is Ready, the old VM goes.
+		x.p.Terminate = append(x.p.Terminate, provider.VM{ID: dr.ID, UID: x.d.Metadata.UID, Deployment: x.d.Metadata.Name, Attempt: dr.Attempt})
+		x.event("Normal", ReasonDrained, fmt.Sprintf("replacement VM %s is Ready; terminating VM %s", cur.ID, dr.ID))
+		st.Draining = nil
 	}
 	st.Phase = manifests.PhaseRunning
 	st.NextLaunchAt = nil

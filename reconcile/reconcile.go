@@ -31,6 +31,10 @@ type Input struct {
 	// BootTimeout is how long a VM may run without its workload started
 	// before it is replaced (default DefaultBootTimeout).
 	BootTimeout time.Duration
+	// Warning is an event of the cloud's about one of the deployment's
+	// VMs that it will take the VM back soon (a spot interruption warning,
+	// a rebalance recommendation, a scheduled change), or nil.
+	Warning *Warning
 	// MissingBundles names the deployment's bundles that do not exist
 	// now. A replacement cannot be given its secrets without them, so a
 	// resubmit or a spec change keeps the running VM until they exist.
@@ -68,6 +72,26 @@ type Plan struct {
 const (
 	LostPreempted   = "preempted"
 	LostBootTimeout = "boot_timeout"
+	LostWarned      = "warned"
+)
+
+// Warning is the cloud telling that it will take a VM back.
+type Warning struct {
+	VMID string
+	Kind string // one of the Warning kinds
+	// Detail is the cloud's own words, for the event.
+	Detail string
+}
+
+// Warning kinds.
+const (
+	// WarningInterruption: EC2 takes a spot instance back in two minutes.
+	WarningInterruption = "interruption"
+	// WarningRebalance: the instance is at elevated risk of interruption;
+	// acted on only with spec.spot.onRebalance: replace.
+	WarningRebalance = "rebalance"
+	// WarningScheduled: a scheduled change (retirement, maintenance).
+	WarningScheduled = "scheduled"
 )
 
 // Launch is a VM to create.
@@ -91,6 +115,9 @@ const (
 	ReasonBootstrapped          = "Bootstrapped"
 	ReasonBootstrapFailed       = "BootstrapFailed"
 	ReasonBootstrapTimeout      = "BootstrapTimeout"
+	ReasonInterruptionWarning   = "InterruptionWarning"
+	ReasonDrained               = "Drained"
+	ReasonTakenBack             = "TakenBack"
 	ReasonLaunched              = "Launched"
 	ReasonRunning               = "Running"
 	ReasonAdopted               = "Adopted"
@@ -147,6 +174,7 @@ func Decide(in Input) Plan {
 	}
 	x.target = x.st.Attempt
 	x.cur = x.currentVM()
+	x.followDraining()
 	x.endLeftovers()
 
 	cur, st := x.cur, x.st
@@ -163,6 +191,8 @@ func Decide(in Input) Plan {
 	case isStalled(st):
 		// A launch for this generation and marker cannot succeed; wait
 		// for the user to change the spec or resubmit.
+	case x.warned():
+		x.makeBeforeBreak()
 	case unstarted && bootTimedOut(*cur, st, in):
 		x.replaceUnbooted()
 	case unstarted:

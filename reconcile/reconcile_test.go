@@ -48,7 +48,7 @@ func dep(mods ...func(*manifests.Deployment)) *manifests.Deployment {
 			Command:     []string{"python", "train.py"},
 			Credentials: "my-aws",
 			VMType:      "g6e.xlarge",
-			Spot: manifests.SpotSpec{Enabled: true},
+			Spot:        manifests.SpotSpec{Enabled: true},
 			Env:         map[string]string{"EPOCHS": "3"},
 			Secrets:     []string{"hf"},
 		},
@@ -171,6 +171,7 @@ type outcome struct {
 	Events             []string // "Type Reason"
 	RemoveFinalizer    bool
 	RequeueAfter       time.Duration
+	Draining           string // id of status.draining
 }
 
 func summarize(t *testing.T, p reconcile.Plan) outcome {
@@ -194,6 +195,9 @@ func summarize(t *testing.T, p reconcile.Plan) outcome {
 	}
 	if st.VM != nil {
 		o.VM = st.VM.ID
+	}
+	if st.Draining != nil {
+		o.Draining = st.Draining.ID
 	}
 	if c := manifests.FindCondition(st.Conditions, manifests.ConditionReady); c != nil {
 		o.Ready = c.Status + " " + c.Reason
@@ -233,7 +237,110 @@ func TestDecide(t *testing.T) {
 		// bootstrap: the provider starts workloads over SSH (aws).
 		bootstrap   bool
 		bootTimeout time.Duration
+		warning     *reconcile.Warning
 	}{
+		{
+			name:     "an interruption warning launches the replacement while the VM drains",
+			d:        dep(runningOn(vm("i-1", 1, provider.StateRunning))),
+			observed: []provider.VM{vm("i-1", 1, provider.StateRunning)},
+			warning:  &reconcile.Warning{VMID: "i-1", Kind: reconcile.WarningInterruption},
+			want: outcome{
+				Launch:  &reconcile.Launch{Attempt: 2, Recovery: true},
+				Attempt: 2, AttemptGeneration: 1, Recoveries: 1, Draining: "i-1",
+				Phase: manifests.PhaseRecovering, Ready: "False Launching", Reconciling: true, ObservedGeneration: 1,
+				Events: []string{"Warning InterruptionWarning"},
+			},
+			messages: map[string]string{reconcile.ReasonInterruptionWarning: "keeps running until the replacement is Ready"},
+		},
+		{
+			name: "a duplicate warning while the replacement starts changes nothing",
+			d: dep(launchedOn(vm("i-2", 2, provider.StatePending), manifests.PhaseRecovering), status(func(st *manifests.DeploymentStatus) {
+				st.Draining = &manifests.VMStatus{ID: "i-1", Attempt: 1}
+				st.Recoveries = 1
+			})),
+			observed: []provider.VM{vm("i-1", 1, provider.StateRunning), vm("i-2", 2, provider.StatePending)},
+			warning:  &reconcile.Warning{VMID: "i-1", Kind: reconcile.WarningInterruption},
+			want: outcome{
+				Attempt: 2, AttemptGeneration: 1, Recoveries: 1, VM: "i-2", Draining: "i-1",
+				Phase: manifests.PhaseRecovering, Ready: "False Launching", Reconciling: true,
+				RequeueAfter: reconcile.PendingPoll,
+			},
+		},
+		{
+			name: "the replacement Ready terminates the draining VM",
+			d: dep(launchedOn(vm("i-2", 2, provider.StatePending), manifests.PhaseRecovering), status(func(st *manifests.DeploymentStatus) {
+				st.Draining = &manifests.VMStatus{ID: "i-1", Attempt: 1}
+				st.Recoveries = 1
+			})),
+			observed: []provider.VM{vm("i-1", 1, provider.StateRunning), vm("i-2", 2, provider.StateRunning)},
+			want: outcome{
+				Terminate: []string{"i-1"},
+				Attempt:   2, AttemptGeneration: 1, Recoveries: 1, VM: "i-2",
+				Phase: manifests.PhaseRunning, Ready: "True Running", ObservedGeneration: 1,
+				Events: []string{"Normal Recovered", "Normal Drained"},
+			},
+		},
+		{
+			name: "a draining VM taken back before its replacement is ready is let go",
+			d: dep(launchedOn(vm("i-2", 2, provider.StatePending), manifests.PhaseRecovering), status(func(st *manifests.DeploymentStatus) {
+				st.Draining = &manifests.VMStatus{ID: "i-1", Attempt: 1}
+				st.Recoveries = 1
+			})),
+			observed: []provider.VM{because(vm("i-1", 1, provider.StateTerminated), "Server.SpotInstanceTermination"), vm("i-2", 2, provider.StatePending)},
+			want: outcome{
+				Attempt: 2, AttemptGeneration: 1, Recoveries: 1, VM: "i-2",
+				Phase: manifests.PhaseRecovering, Ready: "False Launching", Reconciling: true,
+				RequeueAfter: reconcile.PendingPoll,
+				Events:       []string{"Normal TakenBack"},
+			},
+		},
+		{
+			name:     "a rebalance recommendation is ignored unless the spec says replace",
+			d:        dep(runningOn(vm("i-1", 1, provider.StateRunning))),
+			observed: []provider.VM{vm("i-1", 1, provider.StateRunning)},
+			warning:  &reconcile.Warning{VMID: "i-1", Kind: reconcile.WarningRebalance},
+			want: outcome{
+				Attempt: 1, AttemptGeneration: 1, VM: "i-1",
+				Phase: manifests.PhaseRunning, Ready: "True Running", ObservedGeneration: 1,
+			},
+		},
+		{
+			name: "a rebalance recommendation replaces with onRebalance: replace",
+			d: dep(runningOn(vm("i-1", 1, provider.StateRunning)), func(d *manifests.Deployment) {
+				d.Spec.Spot.OnRebalance = manifests.SpotRebalanceReplace
+			}),
+			observed: []provider.VM{vm("i-1", 1, provider.StateRunning)},
+			warning:  &reconcile.Warning{VMID: "i-1", Kind: reconcile.WarningRebalance},
+			want: outcome{
+				Launch:  &reconcile.Launch{Attempt: 2, Recovery: true},
+				Attempt: 2, AttemptGeneration: 1, Recoveries: 1, Draining: "i-1",
+				Phase: manifests.PhaseRecovering, Ready: "False Launching", Reconciling: true, ObservedGeneration: 1,
+				Events: []string{"Warning InterruptionWarning"},
+			},
+		},
+		{
+			name:     "a warning about a VM that is not the current one is ignored",
+			d:        dep(runningOn(vm("i-2", 2, provider.StateRunning))),
+			observed: []provider.VM{vm("i-2", 2, provider.StateRunning)},
+			warning:  &reconcile.Warning{VMID: "i-1", Kind: reconcile.WarningInterruption},
+			want: outcome{
+				Attempt: 2, AttemptGeneration: 1, VM: "i-2",
+				Phase: manifests.PhaseRunning, Ready: "True Running", ObservedGeneration: 1,
+			},
+		},
+		{
+			name: "deleting terminates a draining VM with the current one",
+			d: dep(deleting, launchedOn(vm("i-2", 2, provider.StateRunning), manifests.PhaseRecovering), status(func(st *manifests.DeploymentStatus) {
+				st.Draining = &manifests.VMStatus{ID: "i-1", Attempt: 1}
+			})),
+			observed: []provider.VM{vm("i-2", 2, provider.StateRunning)},
+			want: outcome{
+				Terminate: []string{"i-2", "i-1"},
+				Attempt:   2, AttemptGeneration: 1, VM: "i-2", Draining: "i-1",
+				Phase: manifests.PhaseTerminating, Ready: "False Deleting", Reconciling: true,
+				Events: []string{"Normal Terminating", "Normal Terminating"},
+			},
+		},
 		{
 			name:      "running VM of a bootstrapping provider gets its workload started",
 			d:         dep(launchedOn(vm("i-1", 1, provider.StateRunning), manifests.PhaseLaunching)),
@@ -898,7 +1005,7 @@ func TestDecide(t *testing.T) {
 			if at.IsZero() {
 				at = now
 			}
-			in := reconcile.Input{Deployment: tt.d, Observed: tt.observed, Now: at, NeedsBootstrap: tt.bootstrap, BootTimeout: tt.bootTimeout, MissingBundles: tt.missing}
+			in := reconcile.Input{Deployment: tt.d, Observed: tt.observed, Now: at, NeedsBootstrap: tt.bootstrap, BootTimeout: tt.bootTimeout, MissingBundles: tt.missing, Warning: tt.warning}
 			before := manifests.DeepCopy(tt.d)
 			observedBefore := slices.Clone(tt.observed)
 
