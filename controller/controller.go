@@ -59,12 +59,13 @@ type Controller struct {
 	workers   int
 	grace     time.Duration
 
-	queue   *Queue
-	vms     *vmCache
-	boot    *bootBackoff
-	close   *closeWatch
-	metrics *metrics
-	seq     atomic.Uint64
+	queue         *Queue
+	vms           *vmCache
+	boot          *bootBackoff
+	close         *closeWatch
+	interruptions *interruptions
+	metrics       *metrics
+	seq           atomic.Uint64
 	// github reads the GitHub login (Options.GitHub).
 	github func(context.Context) (*provider.GitHubAuth, error)
 	// seen is, per deployment name, what the controller last saw of it
@@ -101,6 +102,7 @@ func New(o Options) *Controller {
 		orphans: map[string]map[string]time.Time{}, github: o.GitHub,
 	}
 	c.close = newCloseWatch(c)
+	c.interruptions = newInterruptions(c)
 	c.metrics = newMetrics(o.Metrics, c.queue)
 	return c
 }
@@ -123,6 +125,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.log.Info("controller started", "workers", c.workers, "resync", c.resync.String())
 	<-ctx.Done()
 	c.queue.ShutDown()
+	c.interruptions.stop()
 	return nil
 }
 

@@ -16,6 +16,7 @@ type metrics struct {
 	inFlight        prometheus.Gauge
 	queueWait       prometheus.Histogram
 	recoveries      *prometheus.CounterVec
+	interruptions   *prometheus.CounterVec
 	replacementTime prometheus.Histogram
 }
 
@@ -52,11 +53,15 @@ func newMetrics(reg prometheus.Registerer, q *Queue) *metrics {
 		}),
 		recoveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "anycloud_recoveries_total",
-			Help: "VMs replaced without being asked to, by reason: preempted (taken away), boot_timeout (never took its workload).",
+			Help: "VMs replaced without being asked to, by reason: preempted (taken away), warned (replaced before the cloud takes it back), boot_timeout (never took its workload).",
 		}, []string{"reason"}),
+		interruptions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "anycloud_interruption_events_total",
+			Help: "The cloud's events about VMs of ours, by type: interruption_warning, rebalance_recommendation, scheduled_change, state_change.",
+		}, []string{"type"}),
 		replacementTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "anycloud_replacement_seconds",
-			Help:    "Time from a VM found lost to its replacement Ready.",
+			Help:    "Time from a VM found lost, or warned of, to its replacement Ready.",
 			Buckets: []float64{0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600},
 		}),
 	}
@@ -64,7 +69,7 @@ func newMetrics(reg prometheus.Registerer, q *Queue) *metrics {
 		Name: "anycloud_queue_depth",
 		Help: "Deployments queued and ready to be reconciled now.",
 	}, func() float64 { return float64(q.Len()) })
-	reg.MustRegister(m.reconciles, m.reconcileTime, m.inFlight, m.queueWait, m.recoveries, m.replacementTime, depth)
+	reg.MustRegister(m.reconciles, m.reconcileTime, m.inFlight, m.queueWait, m.recoveries, m.interruptions, m.replacementTime, depth)
 	q.waited = func(d time.Duration) { m.queueWait.Observe(d.Seconds()) }
 	return m
 }

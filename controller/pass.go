@@ -119,12 +119,14 @@ func (p *pass) run(ctx context.Context) (Result, error) {
 
 	_, needsBootstrap := prov.(provider.Bootstrapper)
 	missing := p.c.missingBundles(ctx, p.d)
+	warning := p.c.interruptions.warning(p.d.Metadata.UID)
 	var result Result
 	for range maxDecisions {
 		plan := reconcile.Decide(reconcile.Input{
 			Deployment: p.current(), Observed: observed, Now: p.c.clock.Now(),
-			NeedsBootstrap: needsBootstrap, BootTimeout: bootTimeout(p.d), MissingBundles: missing,
+			NeedsBootstrap: needsBootstrap, BootTimeout: bootTimeout(p.d), MissingBundles: missing, Warning: warning,
 		})
+		warning = nil // one decision acts on it (durably: status.draining), or finds it stale
 		p.st = plan.Status
 		if plan.Lost != "" {
 			p.c.metrics.recoveries.WithLabelValues(plan.Lost).Inc()

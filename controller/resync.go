@@ -22,6 +22,9 @@ func (c *Controller) resyncLoop(ctx context.Context) {
 				go c.followNotifications(ctx, n, p)
 			}
 		}
+		if scopes != nil && ctx.Err() == nil {
+			c.interruptions.sync(ctx, scopes)
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -106,7 +109,8 @@ func (c *Controller) queueOwners(ctx context.Context, uids []string) {
 }
 
 // Resync lists every provider scope in use once, sweeps orphans and
-// queues every deployment. It returns the scopes it listed. Its cost is
+// queues every deployment. It returns every scope in use, listed or not
+// (nil when it could not tell). Its cost is
 // linear in the deployments: each credentials is read and opened once,
 // and every loop stops when ctx ends.
 func (c *Controller) Resync(ctx context.Context) []provider.Provider {
@@ -156,11 +160,12 @@ func (c *Controller) Resync(ctx context.Context) []provider.Provider {
 			r.Retain(names)
 		}
 	}
-	var listed []provider.Provider
+	var listed, all []provider.Provider
 	for _, k := range slices.Sorted(maps.Keys(scopes)) {
 		if ctx.Err() != nil {
-			return listed
+			return nil
 		}
+		all = append(all, scopes[k])
 		p := scopes[k]
 		if _, err := c.vms.relist(ctx, p); err != nil {
 			log.V(1).Info("list VMs failed", "scope", k, "error", err.Error())
@@ -173,7 +178,7 @@ func (c *Controller) Resync(ctx context.Context) []provider.Provider {
 	for _, o := range objs {
 		c.queue.Add(o.GetMeta().Name)
 	}
-	return listed
+	return all
 }
 
 // sweepOrphans terminates managed VMs that no deployment owns in this

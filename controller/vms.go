@@ -173,6 +173,24 @@ func (c *vmCache) put(p provider.Provider, vm provider.VM) []provider.VM {
 	return slices.Clone(s.byUID[vm.UID])
 }
 
+// byID finds a VM of the scope by its id.
+func (c *vmCache) byID(p provider.Provider, id string) (provider.VM, bool) {
+	s := c.scope(p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, list := range s.byUID {
+		for _, vm := range list {
+			if vm.ID == id {
+				return vm, true
+			}
+		}
+	}
+	if f, ok := s.fresh[id]; ok {
+		return f.vm, true
+	}
+	return provider.VM{}, false
+}
+
 // merge records what a Describe said of some VMs and returns those that
 // changed (state, address, reason) or were not known.
 func (c *vmCache) merge(p provider.Provider, vms []provider.VM) []provider.VM {

@@ -86,6 +86,49 @@ type Describer interface {
 	Describe(ctx context.Context, ids []string) ([]VM, error)
 }
 
+// Interrupter is implemented by providers that hear the cloud's own
+// events about their VMs (aws: EventBridge rules feeding an SQS queue):
+// warnings that a VM will be taken back, and state changes, seconds after
+// they happen rather than at the next resync.
+type Interrupter interface {
+	// Interruptions makes sure the plumbing exists and calls handle for
+	// each event until ctx ends. It returns ErrInterruptionsOff at once
+	// when the scope listens to none.
+	Interruptions(ctx context.Context, handle func(Interruption)) error
+	// RemoveInterruptions deletes what Interruptions made, when the
+	// scope's credentials are gone. What it did not make is left.
+	RemoveInterruptions(ctx context.Context) error
+}
+
+// ErrInterruptionsOff: the scope listens to no interruption events.
+var ErrInterruptionsOff = errors.New("interruption events are off")
+
+// Interruption is one event of the cloud's about a VM.
+type Interruption struct {
+	Kind InterruptionKind
+	VMID string
+	// State is the VM's new state, for a state change.
+	State State
+	// Detail is the cloud's own words, for people.
+	Detail string
+	At     time.Time
+}
+
+// InterruptionKind says what an Interruption announces.
+type InterruptionKind string
+
+// Interruption kinds.
+const (
+	// InterruptionWarning: a spot VM is taken back in about two minutes.
+	InterruptionWarning InterruptionKind = "interruption_warning"
+	// RebalanceRecommendation: a spot VM is at elevated risk.
+	RebalanceRecommendation InterruptionKind = "rebalance_recommendation"
+	// ScheduledChange: maintenance or retirement is scheduled.
+	ScheduledChange InterruptionKind = "scheduled_change"
+	// StateChange: the VM changed state (State says to what).
+	StateChange InterruptionKind = "state_change"
+)
+
 // Notifier is implemented by providers that learn of changes (a container
 // that died) faster than a resync would; notify is called on each.
 type Notifier interface {

@@ -111,6 +111,10 @@ func (p *providers) For(ctx context.Context, creds *manifests.Credentials, secre
 			SSH: awsprovider.SSH{Home: p.home, LoopbackOnly: awsprovider.IsLoopbackEndpoint(a.EndpointURL)},
 		}
 		opts.Requests = p.requests
+		opts.Interruptions = awsprovider.Interruptions{
+			Off: a.Interruptions == manifests.InterruptionsOff, Queue: a.InterruptionQueue,
+			SQS: clients.SQS, EventBridge: clients.EventBridge,
+		}
 		if ok {
 			opts.Limits = old.prov.Limits()
 		}

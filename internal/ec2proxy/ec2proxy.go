@@ -47,6 +47,10 @@ const (
 	// DropResponse forwards the request, so the call takes effect at the
 	// target, then closes the client's connection without answering.
 	DropResponse
+	// Replay answers with the last successful answer to the same action,
+	// without forwarding: a message delivered twice (ReceiveMessage), a
+	// duplicate answer. With no earlier answer it forwards.
+	Replay
 )
 
 type fixed int
@@ -65,9 +69,22 @@ func (f fixed) String() string {
 		return "DropRequest"
 	case DropResponse:
 		return "DropResponse"
+	case Replay:
+		return "Replay"
 	}
 	return "fixed(" + strconv.Itoa(int(f)) + ")"
 }
+
+// ErrorCode is the fault that answers with an EC2 error of that code
+// (such as InsufficientInstanceCapacity, SpotMaxPriceTooLow, Unsupported)
+// without forwarding.
+func ErrorCode(code string) Fault { return errorCode(code) }
+
+type errorCode string
+
+func (errorCode) isFault() {}
+
+func (e errorCode) String() string { return "ErrorCode(" + string(e) + ")" }
 
 // Latency is the fault that delays a request by d, then forwards it.
 func Latency(d time.Duration) Fault { return latency(d) }
@@ -96,11 +113,14 @@ func (f fixed) errorAnswer() *answer {
 // probability p.
 type rule struct {
 	action string
-	fault  Fault
-	every  int
-	seen   int
-	p      float64
-	rand   *rand.Rand
+	// param and value, when set, limit the rule to requests whose
+	// parameter param is value (a subnet, a market type).
+	param, value string
+	fault        Fault
+	every        int
+	seen         int
+	p            float64
+	rand         *rand.Rand
 }
 
 func (r *rule) fires() bool {
@@ -127,6 +147,8 @@ type Proxy struct {
 	keepBodies bool
 	queued     map[string][]Fault
 	rules      []*rule
+	// last is the last successful answer per action, for Replay.
+	last map[string]*answer
 
 	// instances, when set, answers for emulated VMs (EmulateInstances).
 	instances Instances
@@ -178,6 +200,7 @@ func Listen(target, addr string) (*Proxy, error) {
 		forwarded:  map[string]int{},
 		keepBodies: true,
 		queued:     map[string][]Fault{},
+		last:       map[string]*answer{},
 		tokens:     map[string]*launch{},
 	}
 	p.server = &http.Server{Handler: http.HandlerFunc(p.serve), ReadHeaderTimeout: 10 * time.Second}
@@ -338,6 +361,16 @@ func (p *Proxy) InjectRandom(action string, prob float64, seed uint64, fault Fau
 	p.rules = append(p.rules, &rule{action: action, fault: fault, p: prob, rand: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))})
 }
 
+// FailWhere adds a standing rule: every request for action whose
+// parameter param is value gets fault — such as no spot capacity in one
+// subnet: FailWhere("RunInstances", "SubnetId", "subnet-a",
+// ErrorCode("InsufficientInstanceCapacity")).
+func (p *Proxy) FailWhere(action, param, value string, fault Fault) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.rules = append(p.rules, &rule{action: action, param: param, value: value, fault: fault, every: 1})
+}
+
 // ClearFaults drops every queued fault and every rule.
 func (p *Proxy) ClearFaults() {
 	p.mu.Lock()
@@ -347,7 +380,7 @@ func (p *Proxy) ClearFaults() {
 }
 
 // arrive counts a request and picks its fault, if any.
-func (p *Proxy) arrive(action string, body []byte) Fault {
+func (p *Proxy) arrive(action string, body []byte, form url.Values) Fault {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.counts[action]++
@@ -366,6 +399,9 @@ func (p *Proxy) arrive(action string, body []byte) Fault {
 	var fault Fault
 	for _, r := range p.rules {
 		if r.action != action && r.action != AnyAction {
+			continue
+		}
+		if r.param != "" && form.Get(r.param) != r.value {
 			continue
 		}
 		// Every matching rule sees the request, so that "every nth"
@@ -389,8 +425,13 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	action := form.Get("Action")
+	if target := r.Header.Get("X-Amz-Target"); action == "" && target != "" {
+		// The JSON protocols (SQS, EventBridge, SSM) name the operation in
+		// a header: "AmazonSQS.ReceiveMessage".
+		_, action, _ = strings.Cut(target, ".")
+	}
 
-	fault := p.arrive(action, body)
+	fault := p.arrive(action, body, form)
 	switch f := fault.(type) {
 	case latency:
 		t := time.NewTimer(time.Duration(f))
@@ -400,6 +441,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 			t.Stop()
 			return
 		}
+	case errorCode:
+		errorAnswer(http.StatusBadRequest, string(f), "ec2proxy: injected "+string(f)+".").write(w)
+		return
 	case fixed:
 		if f == DropRequest {
 			hangUp(w)
@@ -411,6 +455,15 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
+	if fault == Replay {
+		p.mu.Lock()
+		last := p.last[action]
+		p.mu.Unlock()
+		if last != nil {
+			last.write(w)
+			return
+		}
+	}
 	var a *answer
 	in := p.emulated()
 	switch {
@@ -425,6 +478,11 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	if in != nil && (action == "RunInstances" || action == "DescribeInstances") {
 		a = rewriteAddresses(a, in)
+	}
+	if a.status == http.StatusOK {
+		p.mu.Lock()
+		p.last[action] = a
+		p.mu.Unlock()
 	}
 	if fault == DropResponse {
 		hangUp(w)

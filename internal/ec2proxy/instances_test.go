@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/anycloud/anycloud/internal/ec2proxy"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
@@ -125,5 +126,24 @@ func TestEmulatedInstancesServeTheirConsole(t *testing.T) {
 	}
 	if e.proxy.Forwarded("GetConsoleOutput") != 0 {
 		t.Error("an emulated VM's console was asked of the target")
+	}
+}
+
+func TestFailWhereHitsOnlyTheMatchingRequests(t *testing.T) {
+	e := newEnv(t)
+	e.proxy.FailWhere("RunInstances", "InstanceType", "m5.large", ec2proxy.ErrorCode("InsufficientInstanceCapacity"))
+	in := e.runInput("")
+	in.InstanceType = types.InstanceTypeM5Large
+	_, err := e.client.RunInstances(context.Background(), in)
+	if code := apiCode(err); code != "InsufficientInstanceCapacity" {
+		t.Errorf("m5.large: %v, want InsufficientInstanceCapacity", err)
+	}
+	in = e.runInput("")
+	in.InstanceType = types.InstanceTypeT3Micro
+	if _, err := e.client.RunInstances(context.Background(), in); err != nil {
+		t.Errorf("t3.micro: %v", err)
+	}
+	if e.proxy.Forwarded("RunInstances") != 1 {
+		t.Errorf("forwarded %d RunInstances, want only the t3.micro one", e.proxy.Forwarded("RunInstances"))
 	}
 }

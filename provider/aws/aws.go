@@ -103,6 +103,8 @@ type Options struct {
 	// Requests counts every request sent, by action and outcome (ok,
 	// throttled, error), labelled provider "aws"; nil counts nothing.
 	Requests *prometheus.CounterVec
+	// Interruptions says how the scope hears EC2's events.
+	Interruptions Interruptions
 }
 
 // RetryPolicy bounds cloud-side retries.
@@ -112,16 +114,17 @@ type RetryPolicy struct {
 
 // Provider launches deployments as EC2 instances.
 type Provider struct {
-	ec2      EC2API
-	ssm      SSMAPI
-	gpuParam string
-	key      string
-	region   string
-	cluster  string
-	ssh      SSH
-	retry    RetryPolicy
-	limits   *Limits
-	requests *prometheus.CounterVec
+	ec2           EC2API
+	ssm           SSMAPI
+	gpuParam      string
+	key           string
+	region        string
+	cluster       string
+	ssh           SSH
+	retry         RetryPolicy
+	limits        *Limits
+	requests      *prometheus.CounterVec
+	interruptions Interruptions
 
 	mu     sync.Mutex
 	images map[string]string // default AMI per kind ("x86_64", "gpu"), resolved once
@@ -147,7 +150,7 @@ func New(o Options) *Provider {
 	}
 	return &Provider{
 		ec2: o.Client, ssm: o.SSM, gpuParam: o.GPUImageParameter, key: o.Key, region: o.Region, cluster: o.Cluster, ssh: o.SSH,
-		retry: o.Retry, limits: o.Limits, requests: o.Requests, images: map[string]string{}, gpus: map[string]bool{},
+		retry: o.Retry, limits: o.Limits, requests: o.Requests, interruptions: o.Interruptions, images: map[string]string{}, gpus: map[string]bool{},
 	}
 }
 

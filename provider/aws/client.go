@@ -11,6 +11,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 
 	"github.com/anycloud/anycloud/provider"
@@ -29,9 +31,11 @@ type ClientConfig struct {
 
 // Clients are the AWS service clients of one credentials and region.
 type Clients struct {
-	EC2    *ec2.Client
-	SSM    *ssm.Client
-	Region string
+	EC2         *ec2.Client
+	SSM         *ssm.Client
+	SQS         *sqs.Client
+	EventBridge *eventbridge.Client
+	Region      string
 }
 
 // NewClient builds an EC2 client (see NewClients) and returns it with its
@@ -76,9 +80,11 @@ func NewClients(ctx context.Context, c ClientConfig) (*Clients, error) {
 		endpoint = sdkaws.String(c.EndpointURL)
 	}
 	return &Clients{
-		EC2:    ec2.NewFromConfig(cfg, func(o *ec2.Options) { o.BaseEndpoint = endpoint }),
-		SSM:    ssm.NewFromConfig(cfg, func(o *ssm.Options) { o.BaseEndpoint = endpoint }),
-		Region: cfg.Region,
+		EC2:         ec2.NewFromConfig(cfg, func(o *ec2.Options) { o.BaseEndpoint = endpoint }),
+		SSM:         ssm.NewFromConfig(cfg, func(o *ssm.Options) { o.BaseEndpoint = endpoint }),
+		SQS:         sqs.NewFromConfig(cfg, func(o *sqs.Options) { o.BaseEndpoint = endpoint }),
+		EventBridge: eventbridge.NewFromConfig(cfg, func(o *eventbridge.Options) { o.BaseEndpoint = endpoint }),
+		Region:      cfg.Region,
 	}, nil
 }
 
