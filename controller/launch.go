@@ -76,6 +76,13 @@ func (p *pass) launch(ctx context.Context, l *reconcile.Launch) (*provider.VM, e
 	if l.Recovery {
 		what = "launched replacement"
 	}
+	if vm.Tried != "" {
+		msg := "no capacity in " + vm.Tried + fmt.Sprintf("; placed VM %s (%s) elsewhere", vm.ID, vm.Market)
+		if d.Spec.Spot.Enabled && vm.Market != "spot" {
+			msg = "no spot capacity in any zone tried (" + vm.Tried + fmt.Sprintf("); fell back to on-demand: VM %s", vm.ID)
+		}
+		p.c.event(ctx, d, state.EventWarning, reconcile.ReasonCapacityFallback, msg)
+	}
 	p.c.event(ctx, d, state.EventNormal, reconcile.ReasonLaunched,
 		fmt.Sprintf("%s VM %s (attempt %d, %s)", what, vm.ID, l.Attempt, vm.Market)+withBundles(d, versions))
 	p.log.Info("VM launched", "vm", vm.ID, "attempt", l.Attempt, "recovery", l.Recovery)

@@ -18,7 +18,7 @@ func validDeployment() *Deployment {
 			Command:     []string{"python", "train.py"},
 			Credentials: "my-aws",
 			VMType:      "g6e.xlarge",
-			Spot: SpotSpec{Enabled: true},
+			Spot:        SpotSpec{Enabled: true},
 			Env:         map[string]string{"EPOCHS": "3", "_under": "x"},
 			Secrets:     []string{"hf", "wandb"},
 		},

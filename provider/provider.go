@@ -220,6 +220,9 @@ type VM struct {
 	Market     string // spot, on-demand or local
 	Address    string
 	LaunchedAt time.Time
+	// Tried says, for a VM just launched, where it could not be placed
+	// first and why ("us-east-1a spot: InsufficientInstanceCapacity; …").
+	Tried string
 }
 
 // Sentinel errors.

@@ -116,6 +116,7 @@ const (
 	ReasonBootstrapFailed       = "BootstrapFailed"
 	ReasonBootstrapTimeout      = "BootstrapTimeout"
 	ReasonInterruptionWarning   = "InterruptionWarning"
+	ReasonCapacityFallback      = "CapacityFallback"
 	ReasonDrained               = "Drained"
 	ReasonTakenBack             = "TakenBack"
 	ReasonLaunched              = "Launched"

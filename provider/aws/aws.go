@@ -44,6 +44,7 @@ type EC2API interface {
 	TerminateInstances(ctx context.Context, params *ec2.TerminateInstancesInput, optFns ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error)
 	DescribeImages(ctx context.Context, params *ec2.DescribeImagesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error)
 	DescribeInstanceTypes(ctx context.Context, params *ec2.DescribeInstanceTypesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeInstanceTypesOutput, error)
+	DescribeSubnets(ctx context.Context, params *ec2.DescribeSubnetsInput, optFns ...func(*ec2.Options)) (*ec2.DescribeSubnetsOutput, error)
 	GetConsoleOutput(ctx context.Context, params *ec2.GetConsoleOutputInput, optFns ...func(*ec2.Options)) (*ec2.GetConsoleOutputOutput, error)
 }
 
@@ -123,6 +124,7 @@ type Provider struct {
 	ssh           SSH
 	retry         RetryPolicy
 	limits        *Limits
+	capacity      *capacity
 	requests      *prometheus.CounterVec
 	interruptions Interruptions
 
@@ -150,7 +152,7 @@ func New(o Options) *Provider {
 	}
 	return &Provider{
 		ec2: o.Client, ssm: o.SSM, gpuParam: o.GPUImageParameter, key: o.Key, region: o.Region, cluster: o.Cluster, ssh: o.SSH,
-		retry: o.Retry, limits: o.Limits, requests: o.Requests, interruptions: o.Interruptions, images: map[string]string{}, gpus: map[string]bool{},
+		retry: o.Retry, limits: o.Limits, requests: o.Requests, capacity: newCapacity(), interruptions: o.Interruptions, images: map[string]string{}, gpus: map[string]bool{},
 	}
 }
 
@@ -207,20 +209,8 @@ func (p *Provider) Launch(ctx context.Context, req provider.LaunchRequest) (prov
 			},
 		}},
 	}
-	if a.SubnetID != "" {
-		in.SubnetId = sdkaws.String(a.SubnetID)
-	}
 	if len(a.SecurityGroupIDs) > 0 {
 		in.SecurityGroupIds = a.SecurityGroupIDs
-	}
-	if req.Spot {
-		in.InstanceMarketOptions = &types.InstanceMarketOptionsRequest{
-			MarketType: types.MarketTypeSpot,
-			SpotOptions: &types.SpotMarketOptions{
-				SpotInstanceType:             types.SpotInstanceTypeOneTime,
-				InstanceInterruptionBehavior: types.InstanceInterruptionBehaviorTerminate,
-			},
-		}
 	}
 	if p.ssh.Home != "" {
 		launchReq := req
@@ -231,19 +221,16 @@ func (p *Provider) Launch(ctx context.Context, req provider.LaunchRequest) (prov
 		}
 		in.UserData = sdkaws.String(base64.StdEncoding.EncodeToString(ud))
 	}
-	var out *ec2.RunInstancesOutput
-	err := p.call(ctx, p.limits.run, "RunInstances", func(ctx context.Context) error {
-		var err error
-		out, err = p.ec2.RunInstances(ctx, in)
-		return err
-	})
-	if err != nil {
-		return provider.VM{}, err
-	}
-	if len(out.Instances) != 1 {
-		return provider.VM{}, fmt.Errorf("RunInstances returned %d instances, want 1", len(out.Instances))
-	}
-	return p.vm(out.Instances[0]), nil
+	return p.place(ctx, req, in)
+}
+
+// spotOptions asks for a one-time spot instance, terminated when taken.
+var spotOptions = &types.InstanceMarketOptionsRequest{
+	MarketType: types.MarketTypeSpot,
+	SpotOptions: &types.SpotMarketOptions{
+		SpotInstanceType:             types.SpotInstanceTypeOneTime,
+		InstanceInterruptionBehavior: types.InstanceInterruptionBehaviorTerminate,
+	},
 }
 
 // List implements provider.Provider: DescribeInstances filtered on our
@@ -549,31 +536,32 @@ func classify(err error, op, region string) error {
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
 		code := ae.ErrorCode()
-		msg := fmt.Sprintf("%s in %s: %s: %s", op, region, code, ae.ErrorMessage())
+		e := &APIError{Op: op, Region: region, Code: code, Message: ae.ErrorMessage()}
 		switch {
 		case code == "RequestLimitExceeded" || code == "Throttling" || code == "ThrottlingException":
-			return fmt.Errorf("%s: %w", msg, provider.ErrThrottled)
+			e.kind = provider.ErrThrottled
 		case code == "InsufficientInstanceCapacity" || code == "InsufficientCapacity" || code == "InsufficientHostCapacity" ||
 			code == "MaxSpotInstanceCountExceeded" || code == "SpotMaxPriceTooLow" || code == "InsufficientFreeAddressesInSubnet":
-			return fmt.Errorf("%s: %w", msg, provider.ErrCapacity)
+			e.kind = provider.ErrCapacity
 		case code == "IdempotentInstanceTerminated":
-			return fmt.Errorf("%s: %w", msg, provider.ErrAttemptSpent)
+			e.kind = provider.ErrAttemptSpent
 		case strings.HasPrefix(code, "InvalidInstanceID"):
-			return fmt.Errorf("%s: %w", msg, provider.ErrNotFound)
+			e.kind = provider.ErrNotFound
 		case code == "Unavailable" || code == "ServiceUnavailable" || code == "InternalError" || code == "InternalFailure" || code == "RequestTimeout":
-			return fmt.Errorf("%s: %w", msg, provider.ErrUnavailable)
+			e.kind = provider.ErrUnavailable
 		case code == "ParameterNotFound" || code == "InvalidInstanceType":
-			return fmt.Errorf("%s: %w", msg, provider.ErrInvalid)
+			e.kind = provider.ErrInvalid
 		case code == "IdempotentParameterMismatch" || strings.HasPrefix(code, "InvalidAMIID") ||
 			code == "InvalidParameterValue" || code == "InvalidParameterCombination" || code == "Unsupported" ||
 			code == "UnauthorizedOperation" || code == "AuthFailure" || code == "OptInRequired":
-			return fmt.Errorf("%s: %w", msg, provider.ErrInvalid)
+			e.kind = provider.ErrInvalid
+		default:
+			var re interface{ HTTPStatusCode() int }
+			if errors.As(err, &re) && re.HTTPStatusCode() >= 500 {
+				e.kind = provider.ErrUnavailable
+			}
 		}
-		var re interface{ HTTPStatusCode() int }
-		if errors.As(err, &re) && re.HTTPStatusCode() >= 500 {
-			return fmt.Errorf("%s: %w", msg, provider.ErrUnavailable)
-		}
-		return errors.New(msg)
+		return e
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
@@ -582,6 +570,24 @@ func classify(err error, op, region string) error {
 	// with no EC2 error document.
 	return fmt.Errorf("%s in %s: %w: %v", op, region, provider.ErrUnavailable, err)
 }
+
+// APIError is an error of the cloud's API, classified: it names the call,
+// the region and the cloud's code and message, and is (errors.Is) the
+// provider sentinel of its kind, if any.
+type APIError struct {
+	Op, Region, Code, Message string
+	kind                      error
+}
+
+func (e *APIError) Error() string {
+	msg := fmt.Sprintf("%s in %s: %s: %s", e.Op, e.Region, e.Code, e.Message)
+	if e.kind != nil {
+		msg += ": " + e.kind.Error()
+	}
+	return msg
+}
+
+func (e *APIError) Unwrap() error { return e.kind }
 
 var (
 	_ provider.Provider  = (*Provider)(nil)

@@ -398,7 +398,7 @@ func TestGPUInstanceTypesGetTheDeepLearningImage(t *testing.T) {
 	if got := r.proxy.Count("DescribeInstanceTypes"); got != 2 {
 		t.Errorf("DescribeInstanceTypes calls = %d, want one per instance type (2)", got)
 	}
-	if got := r.proxy.Count(""); got != 1 { // SSM's JSON protocol has no Action
+	if got := r.proxy.Count("GetParameter"); got != 1 {
 		t.Errorf("SSM calls = %d, want 1", got)
 	}
 }
