@@ -262,9 +262,9 @@ type walker struct {
 
 var timeType = reflect.TypeOf(time.Time{})
 
-// acceptsBoolType is implemented by structs that may also be written as a
-// boolean (SpotSpec).
-var acceptsBoolType = reflect.TypeOf((*interface{ acceptsBool() })(nil)).Elem()
+// boolForms are the structs that may also be written as true or false
+// (their UnmarshalJSON reads both forms).
+var boolForms = map[reflect.Type]bool{reflect.TypeOf(SpotSpec{}): true}
 
 func (w *walker) fail(n *yaml.Node, path, msg string) {
 	w.errs = append(w.errs, &FieldError{Line: n.Line, Field: path, Msg: msg})
@@ -288,12 +288,12 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 		if n.Kind != yaml.ScalarNode {
 			w.fail(n, path, "expected a timestamp, got "+describeNode(n))
 		}
-	case t.Kind() == reflect.Struct && n.Kind == yaml.ScalarNode && n.Tag == "!!bool" && t.Implements(acceptsBoolType):
+	case t.Kind() == reflect.Struct && n.Kind == yaml.ScalarNode && n.Tag == "!!bool" && boolForms[t]:
 		// true or false where the type allows it (spot: true).
 	case t.Kind() == reflect.Struct:
 		if n.Kind != yaml.MappingNode {
 			what := "a mapping"
-			if t.Implements(acceptsBoolType) {
+			if boolForms[t] {
 				what = "true or false (or a mapping of options)"
 			}
 			w.fail(n, path, "expected "+what+", got "+describeNode(n))

@@ -290,10 +290,6 @@ func jsonKind(b []byte) string {
 	return "number"
 }
 
-// acceptsBool marks, for the strict YAML walk, a struct that may also be
-// written as true or false.
-func (SpotSpec) acceptsBool() {}
-
 // DeploymentAWS holds aws-only settings of a Deployment.
 type DeploymentAWS struct {
 	// ImageID is the AMI; empty selects the provider's default.
