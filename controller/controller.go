@@ -65,6 +65,10 @@ type Controller struct {
 	close         *closeWatch
 	interruptions *interruptions
 	metrics       *metrics
+	// resyncNow asks the resync loop for a resync before its period ends
+	// (credentials changed: their scopes, and the interruption queues that
+	// go with them, follow at once).
+	resyncNow chan struct{}
 	seq           atomic.Uint64
 	// github reads the GitHub login (Options.GitHub).
 	github func(context.Context) (*provider.GitHubAuth, error)
@@ -103,6 +107,7 @@ func New(o Options) *Controller {
 	}
 	c.close = newCloseWatch(c)
 	c.interruptions = newInterruptions(c)
+	c.resyncNow = make(chan struct{}, 1)
 	c.metrics = newMetrics(o.Metrics, c.queue)
 	return c
 }
@@ -118,6 +123,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	run(c.watchDeployments)
 	run(c.watchBundles)
+	run(c.watchCredentials)
 	run(c.resyncLoop)
 	for range c.workers {
 		run(c.worker)

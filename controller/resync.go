@@ -29,6 +29,7 @@ func (c *Controller) resyncLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-after(c.clock, c.resync):
+		case <-c.resyncNow:
 		}
 	}
 }

@@ -107,3 +107,15 @@ func (c *Controller) watch(ctx context.Context, k manifests.Kind, fn func(state.
 		}
 	}
 }
+
+// watchCredentials asks for a resync when credentials appear, change or
+// go: the scopes in use, and what goes with them (the interruption
+// queues), follow without waiting for the period.
+func (c *Controller) watchCredentials(ctx context.Context) {
+	c.watch(ctx, manifests.KindCredentials, func(state.WatchEvent) {
+		select {
+		case c.resyncNow <- struct{}{}:
+		default:
+		}
+	})
+}

@@ -44,6 +44,10 @@ type CredentialsNewOptions struct {
 	// SecretFromStdin reads the secret access key from standard input
 	// instead of AWS_SECRET_ACCESS_KEY.
 	SecretFromStdin bool
+	// Interruptions and InterruptionQueue say how EC2's events are heard
+	// (manifests.AWSCredentials).
+	Interruptions     string
+	InterruptionQueue string
 }
 
 // NewCmdCredentialsNew builds `anycloud credentials new`.
@@ -77,6 +81,8 @@ your shell history. It is stored sealed and never shown.`,
 	cmd.Flags().StringVar(&o.Region, "region", "", "AWS region")
 	cmd.Flags().StringVar(&o.EndpointURL, "endpoint-url", "", "EC2 endpoint, for emulators and private endpoints")
 	cmd.Flags().BoolVar(&o.SecretFromStdin, "secret-access-key-stdin", false, "read the secret access key from standard input")
+	cmd.Flags().StringVar(&o.Interruptions, "interruptions", "", "auto (default: make an SQS queue and EventBridge rules for EC2's interruption and state-change events) or off")
+	cmd.Flags().StringVar(&o.InterruptionQueue, "interruption-queue", "", "consume this existing SQS queue of EC2 events instead of making one")
 	return cmd
 }
 
@@ -85,8 +91,8 @@ func (o *CredentialsNewOptions) Validate() error {
 	switch o.Provider {
 	case manifests.ProviderAWS:
 	case manifests.ProviderLocal:
-		if o.Profile != "" || o.AccessKeyID != "" || o.Region != "" || o.EndpointURL != "" {
-			return usageErrorf("credentials new: --profile, --access-key-id, --region and --endpoint-url are for --provider aws")
+		if o.Profile != "" || o.AccessKeyID != "" || o.Region != "" || o.EndpointURL != "" || o.Interruptions != "" || o.InterruptionQueue != "" {
+			return usageErrorf("credentials new: --profile, --access-key-id, --region, --endpoint-url and the interruption flags are for --provider aws")
 		}
 	case "":
 		return usageErrorf("credentials new: --provider is required (aws or local)")
@@ -107,7 +113,8 @@ func (o *CredentialsNewOptions) object() *manifests.Credentials {
 		Spec:     manifests.CredentialsSpec{Provider: o.Provider},
 	}
 	if o.Provider == manifests.ProviderAWS {
-		c.Spec.AWS = &manifests.AWSCredentials{Region: o.Region, Profile: o.Profile, AccessKeyID: o.AccessKeyID, EndpointURL: o.EndpointURL}
+		c.Spec.AWS = &manifests.AWSCredentials{Region: o.Region, Profile: o.Profile, AccessKeyID: o.AccessKeyID, EndpointURL: o.EndpointURL,
+			Interruptions: o.Interruptions, InterruptionQueue: o.InterruptionQueue}
 	}
 	return c
 }

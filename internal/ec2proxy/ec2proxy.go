@@ -47,9 +47,11 @@ const (
 	// DropResponse forwards the request, so the call takes effect at the
 	// target, then closes the client's connection without answering.
 	DropResponse
-	// Replay answers with the last successful answer to the same action,
-	// without forwarding: a message delivered twice (ReceiveMessage), a
-	// duplicate answer. With no earlier answer it forwards.
+	// Replay answers with the last successful answer to the same action
+	// that said something, without forwarding: a message delivered twice
+	// (ReceiveMessage), a duplicate answer. An empty JSON answer (a
+	// receive that found nothing) is not remembered. With no earlier
+	// answer it forwards.
 	Replay
 )
 
@@ -479,7 +481,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	if in != nil && (action == "RunInstances" || action == "DescribeInstances") {
 		a = rewriteAddresses(a, in)
 	}
-	if a.status == http.StatusOK {
+	if a.status == http.StatusOK && len(bytes.TrimSpace(a.body)) > 2 {
 		p.mu.Lock()
 		p.last[action] = a
 		p.mu.Unlock()
