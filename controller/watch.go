@@ -79,7 +79,12 @@ func (c *Controller) watchBundles(ctx context.Context) {
 		if ev.Type == state.Deleted {
 			return
 		}
-		for _, u := range ev.Object.(*manifests.SecretBundle).Status.UsedBy {
+		users, err := c.store.Users(ctx, manifests.KindSecretBundle, ev.Object.GetMeta().Name)
+		if err != nil {
+			c.log.Error(err, "users of a changed bundle", "bundle", ev.Object.GetMeta().Name)
+			return
+		}
+		for _, u := range users {
 			c.queue.Add(u.Name)
 		}
 	})

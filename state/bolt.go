@@ -471,9 +471,12 @@ func listUsers(tx *bolt.Tx, k manifests.Kind, name string) []manifests.ObjectRef
 	return out
 }
 
-// decorate fills the computed status of bundles and credentials: phase and
-// users.
-func decorate(tx *bolt.Tx, o manifests.Object) {
+// decorate fills the phase of bundles and credentials. Their users and
+// leftover VMs are not filled here: they grow with the number of
+// deployments, and the control loop reads credentials once per deployment
+// per resync without needing them. ShowUsers fills them where they are
+// shown.
+func decorate(o manifests.Object) {
 	phase := manifests.PhaseActive
 	if o.GetMeta().DeletionTimestamp != nil {
 		phase = manifests.PhaseTerminating
@@ -481,11 +484,8 @@ func decorate(tx *bolt.Tx, o manifests.Object) {
 	switch o := o.(type) {
 	case *manifests.SecretBundle:
 		o.Status.Phase = phase
-		o.Status.UsedBy = listUsers(tx, o.GetKind(), o.Metadata.Name)
 	case *manifests.Credentials:
 		o.Status.Phase = phase
-		o.Status.UsedBy = listUsers(tx, o.GetKind(), o.Metadata.Name)
-		o.Status.LeftoverVMs = listLeftovers(tx, o.Metadata.Name)
 	}
 }
 
@@ -502,7 +502,7 @@ func (s *Bolt) update(fn func(t *txn) error) error {
 		}
 		for _, ev := range t.events {
 			if ev.Type != Deleted {
-				decorate(tx, ev.Object)
+				decorate(ev.Object)
 			}
 		}
 		return nil
@@ -814,7 +814,7 @@ func (s *Bolt) Get(ctx context.Context, k manifests.Kind, name string) (manifest
 		var err error
 		o, err = getObject(tx, k, name)
 		if err == nil {
-			decorate(tx, o)
+			decorate(o)
 		}
 		return err
 	})
@@ -847,7 +847,7 @@ func listObjects(tx *bolt.Tx, k manifests.Kind) ([]manifests.Object, error) {
 		if err != nil {
 			return err
 		}
-		decorate(tx, o)
+		decorate(o)
 		out = append(out, o)
 		return nil
 	})
