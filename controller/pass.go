@@ -139,13 +139,18 @@ func (p *pass) run(ctx context.Context) (Result, error) {
 		}
 		p.c.recordEvents(ctx, p.d, plan.Events)
 		acted := false
+		// A VM that is already dead (a preemption) is cleaned up after its
+		// replacement is launched, not before: the replacement does not
+		// wait for the cleanup. A live one goes first.
+		var dead []provider.VM
 		for _, vm := range plan.Terminate {
-			if err := prov.Terminate(ctx, vm.ID); err != nil {
-				p.c.event(ctx, p.d, state.EventWarning, "TerminateFailed", fmt.Sprintf("terminate VM %s: %v", vm.ID, err))
-				return Result{}, fmt.Errorf("terminate VM %s: %w", vm.ID, err)
+			if plan.Launch != nil && !plan.RemoveFinalizer && !plan.Bootstrap && (vm.State == provider.StateStopped || vm.State == provider.StateTerminated) {
+				dead = append(dead, vm)
+				continue
 			}
-			p.log.Info("VM terminated", "vm", vm.ID, "attempt", vm.Attempt)
-			p.c.vms.markTerminated(prov, vm)
+			if err := p.terminate(ctx, prov, vm); err != nil {
+				return Result{}, err
+			}
 			acted = true
 		}
 		switch {
@@ -167,10 +172,17 @@ func (p *pass) run(ctx context.Context) (Result, error) {
 				return Result{}, err
 			}
 			vm, err := p.launch(ctx, plan.Launch)
+			if vm != nil {
+				observed = p.c.vms.put(prov, *vm)
+			}
+			for _, d := range dead {
+				if terr := p.terminate(ctx, prov, d); terr != nil && err == nil {
+					err = terr
+				}
+			}
 			if err != nil || vm == nil {
 				return Result{}, err // a nil VM waits for a bundle; status says why
 			}
-			observed = p.c.vms.put(prov, *vm)
 			p.c.watchClosely(ctx, prov, p.current(), observed)
 			acted = true
 		}
@@ -181,6 +193,17 @@ func (p *pass) run(ctx context.Context) (Result, error) {
 		observed = p.c.vms.cached(prov, p.d.Metadata.UID)
 	}
 	return result, nil
+}
+
+// terminate ends one VM, saying so when it cannot.
+func (p *pass) terminate(ctx context.Context, prov provider.Provider, vm provider.VM) error {
+	if err := prov.Terminate(ctx, vm.ID); err != nil {
+		p.c.event(ctx, p.d, state.EventWarning, "TerminateFailed", fmt.Sprintf("terminate VM %s: %v", vm.ID, err))
+		return fmt.Errorf("terminate VM %s: %w", vm.ID, err)
+	}
+	p.log.Info("VM terminated", "vm", vm.ID, "attempt", vm.Attempt)
+	p.c.vms.markTerminated(prov, vm)
+	return nil
 }
 
 // updateMetadata changes the deployment's metadata in the store now (a

@@ -10,7 +10,6 @@ package local
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -91,16 +90,10 @@ func (p *Provider) Launch(ctx context.Context, req provider.LaunchRequest) (prov
 	if req.Source != nil {
 		return provider.VM{}, fmt.Errorf("spec.source is checked out on a VM, and the local provider has none: use aws credentials, or build the code into the image: %w", provider.ErrInvalid)
 	}
+	// The container's name is the attempt's: a create that finds it taken
+	// is a repeated launch, which returns the container made before (a
+	// recovery does not pay for a lookup first).
 	name := containerName(req)
-	if vm, err := p.inspect(ctx, name); err == nil {
-		if vm.UID != req.UID || vm.Attempt != req.Attempt {
-			return provider.VM{}, fmt.Errorf("container %s belongs to another deployment: %w", name, provider.ErrInvalid)
-		}
-		return p.ensureStarted(ctx, vm)
-	} else if !errors.Is(err, provider.ErrNotFound) {
-		return provider.VM{}, err
-	}
-
 	env := make([]string, 0, len(req.Env))
 	for _, k := range slices.Sorted(maps.Keys(req.Env)) {
 		env = append(env, k+"="+req.Env[k])
@@ -147,6 +140,9 @@ func (p *Provider) Launch(ctx context.Context, req provider.LaunchRequest) (prov
 		vm, ierr := p.inspect(ctx, name)
 		if ierr != nil {
 			return provider.VM{}, ierr
+		}
+		if vm.UID != req.UID || vm.Attempt != req.Attempt {
+			return provider.VM{}, fmt.Errorf("container %s belongs to another deployment: %w", name, provider.ErrInvalid)
 		}
 		return p.ensureStarted(ctx, vm)
 	}
