@@ -3,11 +3,11 @@ package cli
 import (
 	"context"
 	"os"
-	"strconv"
-	"sync"
 	"os/exec"
 	"runtime"
 	"slices"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
