@@ -65,15 +65,22 @@ type pass struct {
 // set makes obj the stored deployment and restarts st from its status.
 func (p *pass) set(obj *manifests.Deployment) {
 	p.d = manifests.DeepCopy(obj)
-	p.st = manifests.DeepCopy(obj).Status
+	p.st = copyStatus(p.d.Status)
+}
+
+// copyStatus is a status that shares no memory with st.
+func copyStatus(st manifests.DeploymentStatus) manifests.DeploymentStatus {
+	return manifests.DeepCopy(&manifests.Deployment{Status: st}).Status
 }
 
 // current is the deployment with the status made so far: what the next
-// decision reads.
+// decision reads. It shares memory with the pass: reconcile.Decide only
+// reads its input and makes its plan's status anew (its tests scribble
+// over a plan to make sure).
 func (p *pass) current() *manifests.Deployment {
-	d := manifests.DeepCopy(p.d)
-	d.Status = manifests.DeepCopy(&manifests.Deployment{Status: p.st}).Status
-	return d
+	d := *p.d
+	d.Status = p.st
+	return &d
 }
 
 // maxDecisions bounds the decisions of one pass. A pass acts and then
@@ -252,12 +259,14 @@ func (p *pass) writeStatus(ctx context.Context) error {
 	if p.gone || p.d == nil {
 		return nil
 	}
-	next := manifests.DeepCopy(p.d)
+	// A shallow copy: the store reads what it is given and copies what it
+	// keeps.
+	next := *p.d
 	next.Status = p.st
 	if bytes.Equal(p.d.StatusJSON(), next.StatusJSON()) {
 		return nil
 	}
-	o, err := p.c.store.UpdateStatus(ctx, next)
+	o, err := p.c.store.UpdateStatus(ctx, &next)
 	if err != nil {
 		return fmt.Errorf("write status: %w", err)
 	}

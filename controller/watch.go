@@ -118,6 +118,7 @@ func (c *Controller) watch(ctx context.Context, k manifests.Kind, fn func(state.
 // queues), follow without waiting for the period.
 func (c *Controller) watchCredentials(ctx context.Context) {
 	c.watch(ctx, manifests.KindCredentials, func(state.WatchEvent) {
+		c.forgetCredentials()
 		select {
 		case c.resyncNow <- struct{}{}:
 		default:
