@@ -721,3 +721,49 @@ func TestRunConvergesAndStops(t *testing.T) {
 		t.Fatal("Run did not return after its context ended")
 	}
 }
+
+// sameAccount hands each credentials a view of one cloud under a scope of
+// its own: two credentials of the same account and region.
+type sameAccount struct{ cloud *fakeCloud }
+
+type accountView struct {
+	*fakeCloud
+	key string
+}
+
+func (v accountView) Key() string { return v.key }
+
+func (s sameAccount) For(_ context.Context, creds *manifests.Credentials, _ map[string]string, _ string) (provider.Provider, error) {
+	return accountView{fakeCloud: s.cloud, key: "view/" + creds.Metadata.Name}, nil
+}
+
+// Two credentials of one account and region list the same VMs; each
+// deployment's VM is its own scope's, not an orphan of the other's.
+func TestTwoCredentialsOfOneAccountDoNotSweepEachOthersVMs(t *testing.T) {
+	r := newRig(t)
+	r.c.providers = sameAccount{r.cloud}
+	for _, name := range []string{"one", "two"} {
+		creds := &manifests.Credentials{
+			TypeMeta: manifests.TypeMeta{APIVersion: manifests.APIVersion, Kind: manifests.KindCredentials},
+			Metadata: manifests.ObjectMeta{Name: name},
+			Spec:     manifests.CredentialsSpec{Provider: manifests.ProviderLocal},
+		}
+		if _, err := r.store.Apply(r.ctx, []state.Write{{Object: creds}}, state.ApplyOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		r.apply(deployment("on-"+name, func(d *manifests.Deployment) { d.Spec.Credentials = name }))
+	}
+	r.run(0)
+	r.c.Resync(r.ctx)
+	r.clock.Step(2 * time.Minute) // past the grace period
+	r.c.Resync(r.ctx)
+	r.run(0)
+	for _, name := range []string{"on-one", "on-two"} {
+		if live := r.cloud.live(r.get(name).Metadata.UID); len(live) != 1 {
+			t.Errorf("%s has %d live VMs, want its one", name, len(live))
+		}
+	}
+	if len(r.cloud.terminated) != 0 {
+		t.Errorf("terminated %v: one credentials' sweep took the other's VMs", r.cloud.terminated)
+	}
+}

@@ -54,7 +54,7 @@ func (c *Controller) sweepLeftovers(ctx context.Context, listed []provider.Provi
 					c.log.V(1).Info("list VMs failed", "scope", p.Key(), "error", err.Error())
 					continue
 				}
-				c.sweepOrphans(ctx, p, owner)
+				c.sweepOrphans(ctx, p, owner, nil) // leftovers are of deployments that are gone: no scope owns them
 				done[p.Key()] = true
 			}
 			byRegion[l.Region] = p

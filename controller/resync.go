@@ -162,6 +162,7 @@ func (c *Controller) Resync(ctx context.Context) []provider.Provider {
 		}
 	}
 	var listed, all []provider.Provider
+	byKey := map[string]provider.Provider{}
 	for _, k := range slices.Sorted(maps.Keys(scopes)) {
 		if ctx.Err() != nil {
 			return nil
@@ -173,7 +174,14 @@ func (c *Controller) Resync(ctx context.Context) []provider.Provider {
 			continue
 		}
 		listed = append(listed, p)
-		c.sweepOrphans(ctx, p, owner)
+		byKey[k] = p
+	}
+	// Every scope is listed before any is swept: two credentials of the
+	// same account and region see the same VMs, and a VM that its own
+	// deployment's scope lists is that deployment's, not an orphan of the
+	// other scope.
+	for _, p := range listed {
+		c.sweepOrphans(ctx, p, owner, byKey)
 	}
 	c.sweepLeftovers(ctx, listed, owner)
 	for _, o := range objs {
@@ -186,7 +194,7 @@ func (c *Controller) Resync(ctx context.Context) []provider.Provider {
 // scope once they have been orphans for the grace period. Deployments are listed before
 // VMs, so a VM launched meanwhile looks orphaned for one resync at most;
 // the grace period covers that.
-func (c *Controller) sweepOrphans(ctx context.Context, p provider.Provider, owner map[string]string) {
+func (c *Controller) sweepOrphans(ctx context.Context, p provider.Provider, owner map[string]string, listed map[string]provider.Provider) {
 	now := c.clock.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -202,6 +210,10 @@ func (c *Controller) sweepOrphans(ctx context.Context, p provider.Provider, owne
 		}
 		if scope, ok := owner[vm.UID]; ok && (scope == p.Key() || scope == "") {
 			continue // owned here, or by a deployment whose scope is unknown now
+		} else if other := listed[scope]; ok && other != nil {
+			if _, seen := c.vms.byID(other, vm.ID); seen {
+				continue // its deployment's scope sees it too: the same account and region
+			}
 		}
 		seen[vm.ID] = true
 		first, ok := orphans[vm.ID]
