@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/anycloud/anycloud/internal/controlplane"
 )
 
 func TestSecretsDeleteOfABundleInUseIsRefusedWithExit3(t *testing.T) {
@@ -89,7 +91,9 @@ func TestBuiltInLocalCredentialsCannotBeDeleted(t *testing.T) {
 }
 
 func TestDescribeShowsSpecStatusAndUsers(t *testing.T) {
-	e := newEnv(t)
+	// The API and store only: with no control loop the deployment stays
+	// Pending (img:1 does not exist, and a loop would fail it at once).
+	e := newEnvFor(t, func(c *controlplane.Config) { c.APIOnly = true })
 	e.must("secrets", "new", "hf", "HF_TOKEN=x", "OTHER=y")
 	e.must("submit", "img:1", "--name", "train", "--secret", "hf", "--env", "EPOCHS=3")
 	r := e.must("describe", "deploy", "train")

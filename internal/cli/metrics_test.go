@@ -77,7 +77,12 @@ func (e *env) settled(before float64) {
 func TestMetricsAreServedOnTheAPISocket(t *testing.T) {
 	e := newDockerEnv(t)
 	e.must("submit", e.image, "--name", "m", "--wait", "--timeout", "60s")
-	m := e.scrape()
+	// Ready is written by the pass; the pass is counted once it returns.
+	var m string
+	deadline := time.Now().Add(time.Minute)
+	for m = e.scrape(); metric(m, `anycloud_reconcile_total{result="success"}`) < 1 && time.Now().Before(deadline); m = e.scrape() {
+		time.Sleep(20 * time.Millisecond)
+	}
 	for _, series := range []string{
 		"anycloud_reconcile_total", "anycloud_reconcile_duration_seconds_bucket", "anycloud_reconciles_in_flight",
 		"anycloud_queue_depth", "anycloud_queue_wait_seconds_bucket", "anycloud_replacement_seconds_bucket",
