@@ -25,6 +25,15 @@ func launchRequest(d *manifests.Deployment, attempt int, env map[string]string) 
 	if d.Spec.AWS != nil {
 		a := *d.Spec.AWS
 		req.AWS = &a
+		req.PolicyARNs = a.PolicyARNs
+	}
+	req.IAMRole = d.Spec.IAMRole()
+	for _, b := range d.Spec.Buckets {
+		bucket, prefix, _ := manifests.BucketAndPrefix(b.URI)
+		req.Buckets = append(req.Buckets, provider.Bucket{
+			URI: b.URI, Bucket: bucket, Prefix: prefix, Path: b.Path, ReadWrite: b.ReadWrite(), Interval: b.Interval(),
+			OtherAccount: b.Credentials != "" && b.Credentials != d.Spec.Credentials,
+		})
 	}
 	return req
 }
@@ -72,6 +81,10 @@ func (p *pass) launch(ctx context.Context, l *reconcile.Launch) (*provider.VM, e
 	}
 	p.st.VM = reconcile.VMStatusFromLaunch(vm, &p.st, versions)
 	p.st.VM.Scope = p.prov.Key()
+	p.st.IAM = nil
+	if vm.InstanceProfile != "" {
+		p.st.IAM = &manifests.IAMStatus{Role: vm.Role, InstanceProfile: vm.InstanceProfile, Managed: req.IAMRole == manifests.IAMRoleManaged}
+	}
 	what := "launched"
 	if l.Recovery {
 		what = "launched replacement"

@@ -174,6 +174,7 @@ func (c *Controller) Resync(ctx context.Context) []provider.Provider {
 		}
 		listed = append(listed, p)
 		c.sweepOrphans(ctx, p, owner)
+		c.sweepKept(ctx, p, owner)
 	}
 	c.sweepLeftovers(ctx, listed, owner)
 	for _, o := range objs {

@@ -88,6 +88,17 @@ func (errorCode) isFault() {}
 
 func (e errorCode) String() string { return "ErrorCode(" + string(e) + ")" }
 
+// ErrorMessage is ErrorCode with EC2's own message, for errors told
+// apart by it (such as InvalidParameterValue for an instance profile EC2
+// does not see yet).
+func ErrorMessage(code, message string) Fault { return errorMessage{code, message} }
+
+type errorMessage struct{ code, message string }
+
+func (errorMessage) isFault() {}
+
+func (e errorMessage) String() string { return "ErrorMessage(" + e.code + ")" }
+
 // Latency is the fault that delays a request by d, then forwards it.
 func Latency(d time.Duration) Fault { return latency(d) }
 
@@ -445,6 +456,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	case errorCode:
 		errorAnswer(http.StatusBadRequest, string(f), "ec2proxy: injected "+string(f)+".").write(w)
+		return
+	case errorMessage:
+		errorAnswer(http.StatusBadRequest, f.code, f.message).write(w)
 		return
 	case fixed:
 		if f == DropRequest {

@@ -222,8 +222,12 @@ func (p *Provider) SSHInfo(ctx context.Context, vm provider.VM) (provider.SSHInf
 	return provider.SSHInfo{Addr: addr, User: p.ssh.user(), KeyPath: keys.Path, HostKey: bootstrap.AuthorizedLine(hostKey)}, nil
 }
 
-// Release implements provider.Releaser: the deployment's keys go with it.
+// Release implements provider.Releaser: the deployment's managed IAM
+// role and instance profile, if any, and its keys go with it.
 func (p *Provider) Release(ctx context.Context, uid string) error {
+	if err := p.removeRole(ctx, uid); err != nil {
+		return err
+	}
 	if p.ssh.Home == "" {
 		return nil
 	}
@@ -231,7 +235,7 @@ func (p *Provider) Release(ctx context.Context, uid string) error {
 }
 
 var (
-	_ provider.Releaser     = (*Provider)(nil)
+	_ provider.Keeper       = (*Provider)(nil)
 	_ provider.Bootstrapper = (*Provider)(nil)
 	_ provider.Logger       = (*Provider)(nil)
 	_ provider.SSHAccess    = (*Provider)(nil)
