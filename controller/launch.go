@@ -125,8 +125,23 @@ func (p *pass) bootstrap(ctx context.Context, b provider.Bootstrapper) (Result, 
 		clear(env)
 		return Result{}, false, err
 	}
-	err = b.Bootstrap(ctx, provider.VM{ID: vm.ID, Deployment: d.Metadata.Name, UID: d.Metadata.UID, Attempt: vm.Attempt, Address: vm.Address}, req)
-	err = newScrubber(env, d.Spec.Env).Error(err) // before it reaches a condition, an event or the log
+	sessions, expiry, err := p.c.withSessions(ctx, d, &req)
+	for k, v := range sessions {
+		env[k] = v // scrubbed as secrets are; never sent as env
+	}
+	scrub := newScrubber(env, d.Spec.Env)
+	for k := range sessions {
+		delete(env, k)
+	}
+	if err != nil {
+		clear(env)
+		err = scrub.Error(err)
+		p.notReady(ctx, reconcile.ReasonBootstrapFailed, fmt.Sprintf("mint the credentials of a bucket in another account: %v", err))
+		return Result{}, false, err
+	}
+	target := provider.VM{ID: vm.ID, Deployment: d.Metadata.Name, UID: d.Metadata.UID, Attempt: vm.Attempt, Address: vm.Address}
+	err = b.Bootstrap(ctx, target, req)
+	err = scrub.Error(err) // before it reaches a condition, an event or the log
 	clear(env)
 	err = scrubGitHub(err, req.GitHub)
 	msg := fmt.Sprintf("start the workload on VM %s: %v", vm.ID, err)
@@ -144,7 +159,9 @@ func (p *pass) bootstrap(ctx context.Context, b provider.Bootstrapper) (Result, 
 	p.c.close.unwatch(p.prov, vm.ID)
 	vm.Bootstrapped = true
 	vm.BundleVersions = versions
-	p.c.event(ctx, d, state.EventNormal, reconcile.ReasonBootstrapped, fmt.Sprintf("started the workload on VM %s", vm.ID)+withBundles(d, versions))
+	p.st.Buckets = p.bucketStatus(ctx, target, req, expiry, scrub)
+	clear(sessions)
+	p.c.event(ctx, d, state.EventNormal, reconcile.ReasonBootstrapped, fmt.Sprintf("started the workload on VM %s", vm.ID)+withBundles(d, versions)+bucketsLine(p.st.Buckets))
 	p.log.Info("workload started", "vm", vm.ID)
 	return Result{}, true, nil
 }
