@@ -44,6 +44,7 @@ func (c *Controller) sweepKept(ctx context.Context, p provider.Provider, owner m
 	}
 	var release []string
 	seen := map[string]bool{}
+	waiting := false
 	for _, uid := range uids {
 		if _, owned := owner[uid]; owned {
 			continue
@@ -53,7 +54,8 @@ func (c *Controller) sweepKept(ctx context.Context, p provider.Provider, owner m
 			alive = alive || vm.State != provider.StateTerminated
 		}
 		if alive {
-			continue // the orphan sweep ends the VM first
+			waiting = true // the orphan sweep ends the VM first; look again next time
+			continue
 		}
 		seen[uid] = true
 		first, ok := pending[uid]
@@ -69,6 +71,9 @@ func (c *Controller) sweepKept(ctx context.Context, p provider.Provider, owner m
 		if !seen[uid] {
 			delete(pending, uid)
 		}
+	}
+	if waiting {
+		delete(c.keptListed, p.Key())
 	}
 	c.mu.Unlock()
 	for _, uid := range release {

@@ -128,20 +128,30 @@ one() { # index args...: rclone with bucket index's session credentials, if any
     fi
     rclone --config /dev/null --retries 3 --low-level-retries 5 --contimeout 10s --timeout 60s "$@" 2>&1
   )
-  rc=$?
-  if [ "$rc" = 0 ]; then
+  orc=$?
+  if [ "$orc" != 0 ] && [ "$missing_ok" = 1 ] && printf '%s' "$out" | grep -q 'directory not found'; then
+    orc=0 # a prefix with nothing in it yet
+  fi
+  if [ "$orc" = 0 ]; then
     result "$i" ok "$(date +%s)"
   else
     msg=$(printf '%s' "$out" | grep -v '^$' | tail -n 2 | tr '\n' ' ')
     result "$i" failed "$(date +%s)" "$msg"
     printf 'bucket %s: %s\n' "$i" "$msg" >&2
   fi
-  return "$rc"
+  return "$orc"
 }
 `)
 	for i, bk := range buckets {
 		p := fmt.Sprintf("RCLONE_CONFIG_B%d_", i)
-		fmt.Fprintf(&b, "export %sTYPE=s3 %sPROVIDER=AWS %sNO_CHECK_BUCKET=true %sENV_AUTH=%v", p, p, p, p, bk.Session == nil)
+		// With an endpoint of its own (an emulator, a private endpoint)
+		// the provider is Other: rclone's AWS provider insists on
+		// virtual-host addressing, which an address cannot have.
+		provider := "AWS"
+		if bk.Endpoint != "" {
+			provider = "Other"
+		}
+		fmt.Fprintf(&b, "export %sTYPE=s3 %sPROVIDER=%s %sNO_CHECK_BUCKET=true %sENV_AUTH=%v", p, p, provider, p, p, bk.Session == nil)
 		if bk.Region != "" {
 			fmt.Fprintf(&b, " %sREGION=%s", p, bk.Region)
 		}
@@ -150,7 +160,7 @@ one() { # index args...: rclone with bucket index's session credentials, if any
 		}
 		b.WriteString("\n")
 	}
-	b.WriteString("down() {\n  rc=0\n")
+	b.WriteString("missing_ok=0\ndown() {\n  rc=0 missing_ok=1\n")
 	for i, bk := range buckets {
 		verb := "sync"
 		if bk.ReadWrite {
@@ -158,7 +168,7 @@ one() { # index args...: rclone with bucket index's session credentials, if any
 		}
 		fmt.Fprintf(&b, "  mkdir -p %s && one %d %s %s %s || rc=1\n", bucketDir(name, i), i, verb, shellQuote(rcloneRemote(i, bk)), bucketDir(name, i))
 	}
-	b.WriteString("  return $rc\n}\nup() {\n  rc=0\n")
+	b.WriteString("  return $rc\n}\nup() {\n  rc=0 missing_ok=0\n")
 	for i, bk := range buckets {
 		if bk.ReadWrite {
 			fmt.Fprintf(&b, "  one %d sync %s %s || rc=1\n", i, bucketDir(name, i), shellQuote(rcloneRemote(i, bk)))
