@@ -9,9 +9,9 @@ import (
 	"time"
 
 	sdkaws "github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/cenkalti/backoff/v4"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/cenkalti/backoff/v4"
 
 	"github.com/anycloud/anycloud/manifests"
 	"github.com/anycloud/anycloud/provider"

@@ -67,9 +67,9 @@ type policyDocument struct {
 }
 
 type statement struct {
-	Effect    string                       `json:"Effect"`
-	Action    []string                     `json:"Action"`
-	Resource  []string                     `json:"Resource"`
+	Effect    string                         `json:"Effect"`
+	Action    []string                       `json:"Action"`
+	Resource  []string                       `json:"Resource"`
 	Condition map[string]map[string][]string `json:"Condition,omitempty"`
 }
 

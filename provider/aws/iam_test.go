@@ -64,7 +64,9 @@ func iamNames(t *testing.T, moto string) (roles, profiles []string) {
 	for _, x := range r.Roles {
 		roles = append(roles, x.RoleName)
 	}
-	var p struct{ InstanceProfiles []struct{ InstanceProfileName string } }
+	var p struct {
+		InstanceProfiles []struct{ InstanceProfileName string }
+	}
 	awsJSON(t, moto, &p, "iam", "list-instance-profiles", "--path-prefix", "/anycloud/")
 	for _, x := range p.InstanceProfiles {
 		profiles = append(profiles, x.InstanceProfileName)
@@ -103,12 +105,16 @@ func TestManagedRoleIsMadeBeforeTheLaunchAndReleasedAfterIt(t *testing.T) {
 	if diff := cmp.Diff(wantTags, pt.InstanceProfile.m()); diff != "" {
 		t.Errorf("instance profile tags (-want +got):\n%s", diff)
 	}
-	var role struct{ Role struct{ AssumeRolePolicyDocument any } }
+	var role struct {
+		Role struct{ AssumeRolePolicyDocument any }
+	}
 	awsJSON(t, r.moto, &role, "iam", "get-role", "--role-name", name)
 	if trust, _ := json.Marshal(role.Role.AssumeRolePolicyDocument); !strings.Contains(string(trust), `"Service":"ec2.amazonaws.com"`) {
 		t.Errorf("trust policy %s", trust)
 	}
-	var prof struct{ InstanceProfile struct{ Roles []struct{ RoleName string } } }
+	var prof struct {
+		InstanceProfile struct{ Roles []struct{ RoleName string } }
+	}
 	awsJSON(t, r.moto, &prof, "iam", "get-instance-profile", "--instance-profile-name", name)
 	if len(prof.InstanceProfile.Roles) != 1 || prof.InstanceProfile.Roles[0].RoleName != name {
 		t.Errorf("instance profile holds %+v", prof.InstanceProfile.Roles)
