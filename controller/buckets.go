@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
+
 	"github.com/anycloud/anycloud/manifests"
 	"github.com/anycloud/anycloud/provider"
 	"github.com/anycloud/anycloud/state"
@@ -130,10 +132,13 @@ func (c *Controller) flush(ctx context.Context, prov provider.Provider, d *manif
 	defer cancel()
 	req := launchRequest(d, vm.Attempt, nil)
 	vm.Deployment, vm.UID = d.Metadata.Name, d.Metadata.UID
+	log := logr.FromContextOrDiscard(ctx)
 	if err := bs.FlushBuckets(ctx, vm, req.Buckets); err != nil {
+		log.Error(err, "copy the read-write buckets back", "vm", vm.ID)
 		c.event(ctx, d, state.EventWarning, ReasonBucketsFlushed, fmt.Sprintf("copy the read-write buckets of VM %s back %s: %v", vm.ID, why, err))
 		return
 	}
+	log.Info("read-write buckets copied back", "vm", vm.ID)
 	c.event(ctx, d, state.EventNormal, ReasonBucketsFlushed, fmt.Sprintf("copied the read-write buckets of VM %s back %s", vm.ID, why))
 }
 

@@ -192,7 +192,7 @@ spec:
 	// the role and the profile go.
 	a.must("delete", "deploy", name, "--wait")
 	if got, ok := getObject(s3c, "out", "final/copy.txt"); !ok || got != hello {
-		t.Errorf("s3://out/final/copy.txt after the delete = %q, %v", got, ok)
+		t.Errorf("s3://out/final/copy.txt after the delete = %q, %v\ncontrol plane log:\n%s", got, ok, tail(a.log.String(), 40))
 	}
 	a.eventually("the role and profile removed", func() bool {
 		var roles struct{ Roles []any }

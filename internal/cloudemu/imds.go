@@ -35,6 +35,12 @@ type imds struct {
 
 	mu     sync.Mutex
 	tokens map[string]time.Time
+	// role and its credentials, kept: the SDKs on the VM give the
+	// metadata service a second (rclone's) and moto takes longer than
+	// that on a loaded machine.
+	roleName, profile string
+	creds             map[string]string
+	credsExpire       time.Time
 }
 
 // startIMDS serves the instance's metadata on addr (the VM's own
@@ -47,17 +53,39 @@ func (v *VMs) startIMDS(instance, region, addr string) (*imds, error) {
 	m := &imds{instance: instance, region: region, v: v, URL: "http://" + l.Addr().String(), tokens: map[string]time.Time{}}
 	m.srv = &http.Server{Handler: m, ReadHeaderTimeout: 5 * time.Second}
 	go m.srv.Serve(l)
+	go m.warm()
 	return m, nil
+}
+
+// warm fetches the role's credentials while the VM boots, so that its
+// first request is answered at once.
+func (m *imds) warm() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for ctx.Err() == nil {
+		_, err := m.fetch(ctx)
+		if err == nil || errors.Is(err, errNoRole) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 func (m *imds) close() { m.srv.Close() }
 
 func (m *imds) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/latest/api/token" {
-		if r.Method != http.MethodPut || r.Header.Get("X-Aws-Ec2-Metadata-Token-Ttl-Seconds") == "" {
+		ttl := r.Header.Get("X-Aws-Ec2-Metadata-Token-Ttl-Seconds")
+		if r.Method != http.MethodPut || ttl == "" {
 			http.Error(w, "", http.StatusBadRequest)
 			return
 		}
+		// As EC2's does: the AWS SDK for Go v1 (rclone's) reads the TTL
+		// back and goes without a token when it is missing.
+		w.Header().Set("X-Aws-Ec2-Metadata-Token-Ttl-Seconds", ttl)
 		b := make([]byte, 24)
 		rand.Read(b)
 		tok := hex.EncodeToString(b)
@@ -104,8 +132,14 @@ func (m *imds) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 var errNoRole = errors.New("the instance has no role")
 
 // role is the name of the role in the instance's profile, and the
-// profile's ARN, as moto knows them.
+// profile's ARN, as moto knows them; kept once found.
 func (m *imds) role(ctx context.Context) (role, arn string, err error) {
+	m.mu.Lock()
+	role, arn = m.roleName, m.profile
+	m.mu.Unlock()
+	if role != "" {
+		return role, arn, nil
+	}
 	out, err := m.v.ec2[m.region].DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{m.instance}})
 	if err != nil {
 		return "", "", err
@@ -128,31 +162,59 @@ func (m *imds) role(ctx context.Context) (role, arn string, err error) {
 	if len(prof.InstanceProfile.Roles) == 0 {
 		return "", "", errNoRole
 	}
-	return sdkaws.ToString(prof.InstanceProfile.Roles[0].RoleName), arn, nil
+	role = sdkaws.ToString(prof.InstanceProfile.Roles[0].RoleName)
+	m.mu.Lock()
+	m.roleName, m.profile = role, arn
+	m.mu.Unlock()
+	return role, arn, nil
 }
 
-// credentials answers the role's credentials, from STS AssumeRole.
-func (m *imds) credentials(w http.ResponseWriter, r *http.Request, name string) {
-	ctx := r.Context()
+// fetch returns the role's credentials, from STS AssumeRole when those
+// kept expire within 15 minutes.
+func (m *imds) fetch(ctx context.Context) (map[string]string, error) {
+	m.mu.Lock()
+	if m.creds != nil && time.Until(m.credsExpire) > 15*time.Minute {
+		c := m.creds
+		m.mu.Unlock()
+		return c, nil
+	}
+	m.mu.Unlock()
 	role, _, err := m.role(ctx)
+	if err != nil {
+		return nil, err
+	}
+	got, err := m.v.iam.GetRole(ctx, &iam.GetRoleInput{RoleName: &role})
+	if err != nil {
+		return nil, err
+	}
+	out, err := m.v.sts.AssumeRole(ctx, &sts.AssumeRoleInput{RoleArn: got.Role.Arn, RoleSessionName: sdkaws.String(m.instance), DurationSeconds: sdkaws.Int32(3600)})
+	if err != nil {
+		return nil, err
+	}
+	c := out.Credentials
+	exp := sdkaws.ToTime(c.Expiration).UTC()
+	creds := map[string]string{
+		"Code": "Success", "LastUpdated": time.Now().UTC().Format(time.RFC3339), "Type": "AWS-HMAC",
+		"AccessKeyId": sdkaws.ToString(c.AccessKeyId), "SecretAccessKey": sdkaws.ToString(c.SecretAccessKey),
+		"Token": sdkaws.ToString(c.SessionToken), "Expiration": exp.Format(time.RFC3339),
+	}
+	m.mu.Lock()
+	m.creds, m.credsExpire = creds, exp
+	m.mu.Unlock()
+	return creds, nil
+}
+
+// credentials answers the role's credentials.
+func (m *imds) credentials(w http.ResponseWriter, r *http.Request, name string) {
+	role, _, err := m.role(r.Context())
 	if err != nil || role != name {
 		http.NotFound(w, r)
 		return
 	}
-	got, err := m.v.iam.GetRole(ctx, &iam.GetRoleInput{RoleName: &role})
+	creds, err := m.fetch(r.Context())
 	if err != nil {
 		http.Error(w, "", http.StatusInternalServerError)
 		return
 	}
-	out, err := m.v.sts.AssumeRole(ctx, &sts.AssumeRoleInput{RoleArn: got.Role.Arn, RoleSessionName: sdkaws.String(m.instance), DurationSeconds: sdkaws.Int32(3600)})
-	if err != nil {
-		http.Error(w, "", http.StatusInternalServerError)
-		return
-	}
-	c := out.Credentials
-	json.NewEncoder(w).Encode(map[string]string{
-		"Code": "Success", "LastUpdated": time.Now().UTC().Format(time.RFC3339), "Type": "AWS-HMAC",
-		"AccessKeyId": sdkaws.ToString(c.AccessKeyId), "SecretAccessKey": sdkaws.ToString(c.SecretAccessKey),
-		"Token": sdkaws.ToString(c.SessionToken), "Expiration": sdkaws.ToTime(c.Expiration).UTC().Format(time.RFC3339),
-	})
+	json.NewEncoder(w).Encode(creds)
 }
