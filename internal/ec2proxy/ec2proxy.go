@@ -661,7 +661,9 @@ func (p *Proxy) forward(r *http.Request, action string, body []byte) *answer {
 	}
 	h := http.Header{}
 	for k, v := range res.Header {
-		if !hopByHop(k) && k != "Content-Length" && k != "Content-Encoding" {
+		// The body's length is the answer's own, except for a HEAD
+		// (S3's answer to which is the object's length, with no body).
+		if !hopByHop(k) && (k != "Content-Length" || r.Method == http.MethodHead) && k != "Content-Encoding" {
 			h[k] = v
 		}
 	}
