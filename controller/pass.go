@@ -146,7 +146,7 @@ func (p *pass) run(ctx context.Context) (Result, error) {
 		}
 		acted := false
 		for _, vm := range plan.Terminate {
-			if cur := p.d.Status.VM; deleting && vm.State == provider.StateRunning && cur != nil && cur.ID == vm.ID && cur.Bootstrapped {
+			if cur := p.d.Status.VM; deleting && vm.State == provider.StateRunning && cur != nil && cur.ID == vm.ID && (cur.Bootstrapped || !needsBootstrap) {
 				p.c.flush(ctx, prov, p.d, vm, "before the deletion terminates it")
 			}
 			if err := prov.Terminate(ctx, vm.ID); err != nil {
