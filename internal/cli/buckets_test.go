@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -160,6 +162,29 @@ spec:
 	}
 	if r := a.run("ssh", name, "--", "sudo", "grep", "-c", "SESSION_TOKEN", envFile); r.err != nil || strings.TrimSpace(r.stdout) != "1" {
 		t.Errorf("the session credentials file holds no session token: %q %v", r.stdout, r.err)
+	}
+
+	// The minted session credentials are on the VM only: not in the
+	// control plane's log, its store, or anything it shows.
+	r := a.run("ssh", name, "--", "sudo", "cat", envFile)
+	var minted []string
+	for _, line := range strings.Split(r.stdout, "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && strings.HasPrefix(k, "RCLONE_CONFIG_B3_") && len(v) >= 16 {
+			minted = append(minted, v)
+		}
+	}
+	if len(minted) != 3 {
+		t.Fatalf("session credentials on the VM: %d values", len(minted))
+	}
+	db, err := os.ReadFile(filepath.Join(a.home, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shown := a.must("describe", "deploy", name).stdout + a.must("get", "deploy", name, "-o", "json").stdout + a.must("status").stdout
+	for what, text := range map[string]string{"log": a.log.String(), "store": string(db), "output": shown} {
+		if containsAny(text, minted) {
+			t.Errorf("the control plane's %s holds the minted session credentials", what)
+		}
 	}
 
 	// Neither account's keys are anywhere on the VM: its disk, its tmpfs,
