@@ -10,6 +10,7 @@ import (
 	"time"
 
 	sdkaws "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/anycloud/anycloud/internal/ec2proxy"
@@ -56,20 +57,28 @@ func (c cliTags) m() map[string]string {
 }
 
 // iamNames lists the role and instance profile names under anycloud's
-// path, as the AWS CLI sees them.
+// path, asked of moto directly (an outside observer; the SDK, which is
+// quicker than the AWS CLI where a test asks often).
 func iamNames(t *testing.T, moto string) (roles, profiles []string) {
 	t.Helper()
-	var r struct{ Roles []struct{ RoleName string } }
-	awsJSON(t, moto, &r, "iam", "list-roles", "--path-prefix", "/anycloud/")
+	ctx := context.Background()
+	c, err := awsprovider.NewClients(ctx, awsprovider.ClientConfig{Region: "us-east-1", AccessKeyID: "testing", SecretAccessKey: "testing", EndpointURL: moto})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.IAM.ListRoles(ctx, &iam.ListRolesInput{PathPrefix: sdkaws.String("/anycloud/")})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, x := range r.Roles {
-		roles = append(roles, x.RoleName)
+		roles = append(roles, sdkaws.ToString(x.RoleName))
 	}
-	var p struct {
-		InstanceProfiles []struct{ InstanceProfileName string }
+	p, err := c.IAM.ListInstanceProfiles(ctx, &iam.ListInstanceProfilesInput{PathPrefix: sdkaws.String("/anycloud/")})
+	if err != nil {
+		t.Fatal(err)
 	}
-	awsJSON(t, moto, &p, "iam", "list-instance-profiles", "--path-prefix", "/anycloud/")
 	for _, x := range p.InstanceProfiles {
-		profiles = append(profiles, x.InstanceProfileName)
+		profiles = append(profiles, sdkaws.ToString(x.InstanceProfileName))
 	}
 	return roles, profiles
 }
