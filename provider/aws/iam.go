@@ -333,14 +333,17 @@ func (p *Provider) removeRole(ctx context.Context, uid string) error {
 }
 
 // Kept implements provider.Keeper: the uids whose managed roles this
-// control plane has in the account, from one listing of its role path.
+// control plane has in the account: one listing of its role path, and
+// each role's tags (which a listing does not carry) checked, so that only
+// a role tagged anycloud:managed for this cluster, with its uid, is ever
+// swept.
 func (p *Provider) Kept(ctx context.Context) ([]string, error) {
 	if p.iam == nil {
 		return nil, nil
 	}
-	var uids []string
+	var names []string
 	err := p.iamCall(ctx, "ListRoles", func(ctx context.Context) error {
-		uids = nil
+		names = nil
 		pg := iam.NewListRolesPaginator(p.iam, &iam.ListRolesInput{PathPrefix: sdkaws.String(p.rolePath())})
 		for pg.HasMorePages() {
 			out, err := pg.NextPage(ctx)
@@ -348,14 +351,43 @@ func (p *Provider) Kept(ctx context.Context) ([]string, error) {
 				return err
 			}
 			for _, r := range out.Roles {
-				if uid, ok := strings.CutPrefix(sdkaws.ToString(r.RoleName), "anycloud-"); ok {
-					uids = append(uids, uid)
-				}
+				names = append(names, sdkaws.ToString(r.RoleName))
 			}
 		}
 		return nil
 	})
-	return uids, err
+	if err != nil {
+		return nil, err
+	}
+	var uids []string
+	for _, name := range names {
+		uid, ok := strings.CutPrefix(name, "anycloud-")
+		if !ok {
+			continue
+		}
+		var tags []iamtypes.Tag
+		err := p.iamCall(ctx, "GetRole", func(ctx context.Context) error {
+			out, err := p.iam.GetRole(ctx, &iam.GetRoleInput{RoleName: &name})
+			if err == nil {
+				tags = out.Role.Tags
+			}
+			return err
+		})
+		if errors.Is(err, provider.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("IAM role %s: %w", name, err)
+		}
+		tag := map[string]string{}
+		for _, t := range tags {
+			tag[sdkaws.ToString(t.Key)] = sdkaws.ToString(t.Value)
+		}
+		if tag[TagManaged] == "true" && tag[TagCluster] == p.cluster && tag[TagUID] == uid {
+			uids = append(uids, uid)
+		}
+	}
+	return uids, nil
 }
 
 // iamCall is call within the IAM bucket.

@@ -185,6 +185,10 @@ func TestManagedRoleIsMadeBeforeTheLaunchAndReleasedAfterIt(t *testing.T) {
 	if len(insts) != 1 || insts[0].IamInstanceProfile == nil || sdkaws.ToString(insts[0].IamInstanceProfile.Arn) != vm.InstanceProfile {
 		t.Errorf("instances %+v", insts)
 	}
+	// A role under the path that is not tagged as this cluster's is
+	// never the sweep's.
+	testenv.AWSCLI(t, r.moto, "iam", "create-role", "--role-name", "anycloud-not-ours", "--path", "/anycloud/c0ffee/",
+		"--assume-role-policy-document", `{"Version":"2012-10-17","Statement":[]}`, "--tags", "Key=anycloud:managed,Value=true")
 	kept, err := r.prov.Kept(ctx)
 	if err != nil || !slices.Equal(kept, []string{req.UID}) {
 		t.Errorf("Kept = %v, %v", kept, err)
@@ -201,7 +205,7 @@ func TestManagedRoleIsMadeBeforeTheLaunchAndReleasedAfterIt(t *testing.T) {
 		}
 	}
 	roles, profiles := iamNames(t, r.moto)
-	if len(roles) != 0 || len(profiles) != 0 {
+	if !slices.Equal(roles, []string{"anycloud-not-ours"}) || len(profiles) != 0 {
 		t.Errorf("after release: roles %v, profiles %v", roles, profiles)
 	}
 	var pols struct{ Policies []struct{ PolicyName string } }
