@@ -65,8 +65,9 @@ func getObject(c *s3.Client, bucket, key string) (string, bool) {
 // credentials from moto's STS for the profile's role) and another
 // account's with minted session credentials in a 0600 root file on
 // tmpfs; the data in the workload's container; a file the workload wrote
-// reaching its bucket on the sync interval, and another, on a bucket
-// whose interval is an hour, reaching it when the deployment is deleted;
+// reaching its bucket on the sync interval, and, on a bucket whose
+// interval is an hour, at an interruption warning (the VM drains while
+// its replacement starts) and when the deployment is deleted;
 // the role and profile gone after the instance; and neither account's
 // access keys anywhere on the VM or in its user-data.
 func TestAWSBucketsSyncWithTheDeploymentsOwnRoleAndNoKeyOnTheVM(t *testing.T) {
@@ -78,6 +79,13 @@ func TestAWSBucketsSyncWithTheDeploymentsOwnRoleAndNoKeyOnTheVM(t *testing.T) {
 	// moto has one account: the partner's are in another region, and
 	// the rig's own credentials go.
 	a.must("credentials", "delete", "moto")
+	// Its interruption queue and rules go with it; those of "own" (one
+	// account and region: the same names) are made afresh after that.
+	queue := "anycloud-" + a.clusterID()
+	queues := func() string {
+		return testenv.AWSCLI(t, a.moto, "sqs", "list-queues", "--queue-name-prefix", queue, "--output", "text")
+	}
+	a.eventually("the rig's interruption queue removed", func() bool { return !strings.Contains(queues(), queue) })
 	for _, c := range []struct{ name, region, key, secret string }{{"own", "us-east-1", ownKeyID, ownSecret}, {"partner", "us-west-2", partnerKeyID, partnerSecret}} {
 		a.vars["AWS_SECRET_ACCESS_KEY"] = c.secret
 		a.must("credentials", "new", c.name, "--provider", "aws", "--region", c.region, "--endpoint-url", a.cloud.Endpoint, "--access-key-id", c.key)
@@ -154,6 +162,34 @@ spec:
 		t.Error("the hourly bucket was copied back already")
 	}
 
+	// EC2 warns that it takes the VM back: the VM copies the hourly
+	// bucket back while its replacement starts.
+	first := d.Status.VM.ID
+	a.eventually("the interruption queue and rules made again", func() bool {
+		rules := testenv.AWSCLI(t, a.moto, "events", "list-rules", "--name-prefix", queue, "--query", "Rules[].Name", "--output", "text")
+		return strings.Contains(queues(), queue) && len(strings.Fields(rules)) == 4
+	})
+	received := a.proxy.Count("ReceiveMessage")
+	a.eventually("the interruption queue consumed", func() bool { return a.proxy.Count("ReceiveMessage") > received })
+	a.putEvent("EC2 Spot Instance Interruption Warning", "aws.ec2", map[string]any{"instance-id": first, "instance-action": "terminate"})
+	a.eventually("the hourly bucket copied back at the warning", func() bool {
+		got, ok := getObject(s3c, "out", "final/copy.txt")
+		return ok && got == hello
+	})
+	a.eventually("the replacement Ready", func() bool {
+		d = a.ready(name)
+		return d.Status.VM.ID != first && d.Status.Draining == nil && d.Status.VM.Bootstrapped
+	})
+	if !strings.Contains(a.must("describe", "deploy", name).stdout, "copied the read-write buckets of VM "+first+" back at the interruption warning") {
+		t.Error("no event of the copy at the warning")
+	}
+	if d.Status.IAM == nil || d.Status.IAM.Role != role {
+		t.Errorf("the replacement's role: %+v", d.Status.IAM)
+	}
+	if got := fileOf(t, a.docker, ctr, "/data/hello.txt"); got != hello {
+		t.Errorf("/data/hello.txt in the replacement's container = %q", got)
+	}
+
 	// The other account's session credentials: 0600 root on tmpfs.
 	envFile := "/run/anycloud/" + ctr + "/bucket-3.env"
 	if r := a.run("ssh", name, "--", "sudo", "stat", "-f", "-c", "%T", envFile, ";", "sudo", "stat", "-c", "%a:%U", envFile); r.err != nil ||
@@ -213,11 +249,19 @@ spec:
 		t.Error("the deployment's JSON holds an access key")
 	}
 
-	// Delete: the hourly bucket is copied back before the VM ends; then
-	// the role and the profile go.
+	// Delete: a file the workload has just written to the hourly bucket
+	// is copied back before the VM ends; then the role and the profile go.
+	var late bytes.Buffer
+	tw := tar.NewWriter(&late)
+	tw.WriteHeader(&tar.Header{Name: "late.txt", Mode: 0o644, Size: 4})
+	tw.Write([]byte("late"))
+	tw.Close()
+	if _, err := a.docker.CopyToContainer(context.Background(), ctr, client.CopyToContainerOptions{DestinationPath: "/final", Content: &late}); err != nil {
+		t.Fatal(err)
+	}
 	a.must("delete", "deploy", name, "--wait")
-	if got, ok := getObject(s3c, "out", "final/copy.txt"); !ok || got != hello {
-		t.Errorf("s3://out/final/copy.txt after the delete = %q, %v\ncontrol plane log:\n%s", got, ok, tail(a.log.String(), 40))
+	if got, ok := getObject(s3c, "out", "final/late.txt"); !ok || got != "late" {
+		t.Errorf("s3://out/final/late.txt after the delete = %q, %v\ncontrol plane log:\n%s", got, ok, tail(a.log.String(), 40))
 	}
 	a.eventually("the role and profile removed", func() bool {
 		var roles struct{ Roles []any }
