@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
 
@@ -156,5 +157,44 @@ func TestStatusForIsTheOneTable(t *testing.T) {
 		if got := api.StatusFor(tc.err).Code; got != tc.code {
 			t.Errorf("StatusFor(%v) = %d, want %d", tc.err, got, tc.code)
 		}
+	}
+}
+
+// The store's reads leave a bundle's users empty (they grow with the
+// number of deployments); the API fills them on get, list and watch.
+func TestTheAPIShowsTheUsersOfABundle(t *testing.T) {
+	c, _ := serve(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	items := []api.ApplyItem{
+		{Object: object("SecretBundle", "hf", "{}"), Secrets: map[string]string{"K": "v"}},
+		{Object: object("Deployment", "train", `{"image":"x","secrets":["hf"]}`)},
+	}
+	if _, err := c.Apply(ctx, api.ApplyRequest{Items: items}); err != nil {
+		t.Fatal(err)
+	}
+	users := func(o manifests.Object) string {
+		var names []string
+		for _, u := range o.(*manifests.SecretBundle).Status.UsedBy {
+			names = append(names, u.Name)
+		}
+		return strings.Join(names, ",")
+	}
+	o, err := c.Get(ctx, manifests.KindSecretBundle, "hf")
+	if err != nil || users(o) != "train" {
+		t.Errorf("get: used by %q (%v), want train", users(o), err)
+	}
+	list, err := c.List(ctx, manifests.KindSecretBundle)
+	if err != nil || len(list) != 1 || users(list[0]) != "train" {
+		t.Errorf("list: %v (%v), want hf used by train", list, err)
+	}
+	var watched []string
+	errDone := errors.New("done")
+	err = c.Watch(ctx, manifests.KindSecretBundle, func(ev state.WatchEvent) error {
+		watched = append(watched, users(ev.Object))
+		return errDone
+	})
+	if !errors.Is(err, errDone) || len(watched) != 1 || watched[0] != "train" {
+		t.Errorf("watch: used by %q (%v), want train", watched, err)
 	}
 }

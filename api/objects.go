@@ -26,6 +26,9 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	o, err := s.Store.Get(r.Context(), k, r.PathValue("name"))
+	if err == nil {
+		err = state.ShowUsers(r.Context(), s.Store, o)
+	}
 	if err != nil {
 		s.writeError(w, err)
 		return
@@ -43,6 +46,9 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	items, rv, err := s.Store.List(r.Context(), k)
+	if err == nil {
+		err = state.ShowUsers(r.Context(), s.Store, items...)
+	}
 	if err != nil {
 		s.writeError(w, err)
 		return
@@ -59,6 +65,9 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 // one JSON object per line.
 func (s *Server) watch(w http.ResponseWriter, r *http.Request, k manifests.Kind) {
 	snapshot, ch, err := s.Store.Watch(r.Context(), k)
+	if err == nil {
+		err = state.ShowUsers(r.Context(), s.Store, snapshot...)
+	}
 	if err != nil {
 		s.writeError(w, err)
 		return
@@ -78,6 +87,13 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, k manifests.Kind)
 	}
 	flush()
 	for ev := range ch {
+		if ev.Type != state.Deleted && (k == manifests.KindSecretBundle || k == manifests.KindCredentials) {
+			// Watch events are shared with other watchers: fill a copy.
+			ev.Object = manifests.DeepCopy(ev.Object)
+			if state.ShowUsers(r.Context(), s.Store, ev.Object) != nil {
+				return
+			}
+		}
 		if err := enc.Encode(ev); err != nil {
 			return
 		}

@@ -69,7 +69,10 @@ type Controller struct {
 	// (credentials changed: their scopes, and the interruption queues that
 	// go with them, follow at once).
 	resyncNow chan struct{}
-	seq       atomic.Uint64
+	// creds is the credentials memo the passes read (providers.go).
+	credsMu sync.Mutex
+	creds   *credentials
+	seq     atomic.Uint64
 	// github reads the GitHub login (Options.GitHub).
 	github func(context.Context) (*provider.GitHubAuth, error)
 	// seen is, per deployment name, what the controller last saw of it

@@ -141,7 +141,7 @@ func (f *fakeCloud) live(uid string) []provider.VM {
 // credentials' own), and fails while err is set.
 type byRegion struct {
 	mu     sync.Mutex
-	clouds map[string]*fakeCloud
+	clouds map[string]provider.Provider
 	err    error
 }
 
@@ -178,7 +178,7 @@ func newRig(t *testing.T) *rig {
 	}
 	t.Cleanup(func() { store.Close() })
 	cloud := newFakeCloud("home", clock)
-	provs := &byRegion{clouds: map[string]*fakeCloud{"": cloud}}
+	provs := &byRegion{clouds: map[string]provider.Provider{"": cloud}}
 	var logs bytes.Buffer
 	c := New(Options{Store: store, Providers: provs, Log: logr.Discard(), Clock: clock, OrphanGrace: time.Minute})
 	c.close.manual = true

@@ -65,15 +65,22 @@ type pass struct {
 // set makes obj the stored deployment and restarts st from its status.
 func (p *pass) set(obj *manifests.Deployment) {
 	p.d = manifests.DeepCopy(obj)
-	p.st = manifests.DeepCopy(obj).Status
+	p.st = copyStatus(p.d.Status)
+}
+
+// copyStatus is a status that shares no memory with st.
+func copyStatus(st manifests.DeploymentStatus) manifests.DeploymentStatus {
+	return manifests.DeepCopy(&manifests.Deployment{Status: st}).Status
 }
 
 // current is the deployment with the status made so far: what the next
-// decision reads.
+// decision reads. It shares memory with the pass: reconcile.Decide only
+// reads its input and makes its plan's status anew (its tests scribble
+// over a plan to make sure).
 func (p *pass) current() *manifests.Deployment {
-	d := manifests.DeepCopy(p.d)
-	d.Status = manifests.DeepCopy(&manifests.Deployment{Status: p.st}).Status
-	return d
+	d := *p.d
+	d.Status = p.st
+	return &d
 }
 
 // maxDecisions bounds the decisions of one pass. A pass acts and then
@@ -145,16 +152,21 @@ func (p *pass) run(ctx context.Context) (Result, error) {
 			go p.c.flush(context.WithoutCancel(ctx), prov, p.d, provider.VM{ID: dr.ID, Attempt: dr.Attempt, Address: dr.Address}, "at the interruption warning")
 		}
 		acted := false
+		// A VM that is already dead (a preemption) is cleaned up after its
+		// replacement is launched, not before: the replacement does not
+		// wait for the cleanup. A live one goes first.
+		var dead []provider.VM
 		for _, vm := range plan.Terminate {
 			if cur := p.d.Status.VM; deleting && vm.State == provider.StateRunning && cur != nil && cur.ID == vm.ID && (cur.Bootstrapped || !needsBootstrap) {
 				p.c.flush(ctx, prov, p.d, vm, "before the deletion terminates it")
 			}
-			if err := prov.Terminate(ctx, vm.ID); err != nil {
-				p.c.event(ctx, p.d, state.EventWarning, "TerminateFailed", fmt.Sprintf("terminate VM %s: %v", vm.ID, err))
-				return Result{}, fmt.Errorf("terminate VM %s: %w", vm.ID, err)
+			if plan.Launch != nil && !plan.RemoveFinalizer && !plan.Bootstrap && (vm.State == provider.StateStopped || vm.State == provider.StateTerminated) {
+				dead = append(dead, vm)
+				continue
 			}
-			p.log.Info("VM terminated", "vm", vm.ID, "attempt", vm.Attempt)
-			p.c.vms.markTerminated(prov, vm)
+			if err := p.terminate(ctx, prov, vm); err != nil {
+				return Result{}, err
+			}
 			acted = true
 		}
 		switch {
@@ -176,10 +188,17 @@ func (p *pass) run(ctx context.Context) (Result, error) {
 				return Result{}, err
 			}
 			vm, err := p.launch(ctx, plan.Launch)
+			if vm != nil {
+				observed = p.c.vms.put(prov, *vm)
+			}
+			for _, d := range dead {
+				if terr := p.terminate(ctx, prov, d); terr != nil && err == nil {
+					err = terr
+				}
+			}
 			if err != nil || vm == nil {
 				return Result{}, err // a nil VM waits for a bundle; status says why
 			}
-			observed = p.c.vms.put(prov, *vm)
 			p.c.watchClosely(ctx, prov, p.current(), observed)
 			acted = true
 		}
@@ -190,6 +209,17 @@ func (p *pass) run(ctx context.Context) (Result, error) {
 		observed = p.c.vms.cached(prov, p.d.Metadata.UID)
 	}
 	return result, nil
+}
+
+// terminate ends one VM, saying so when it cannot.
+func (p *pass) terminate(ctx context.Context, prov provider.Provider, vm provider.VM) error {
+	if err := prov.Terminate(ctx, vm.ID); err != nil {
+		p.c.event(ctx, p.d, state.EventWarning, "TerminateFailed", fmt.Sprintf("terminate VM %s: %v", vm.ID, err))
+		return fmt.Errorf("terminate VM %s: %w", vm.ID, err)
+	}
+	p.log.Info("VM terminated", "vm", vm.ID, "attempt", vm.Attempt)
+	p.c.vms.markTerminated(prov, vm)
+	return nil
 }
 
 // updateMetadata changes the deployment's metadata in the store now (a
@@ -238,12 +268,14 @@ func (p *pass) writeStatus(ctx context.Context) error {
 	if p.gone || p.d == nil {
 		return nil
 	}
-	next := manifests.DeepCopy(p.d)
+	// A shallow copy: the store reads what it is given and copies what it
+	// keeps.
+	next := *p.d
 	next.Status = p.st
 	if bytes.Equal(p.d.StatusJSON(), next.StatusJSON()) {
 		return nil
 	}
-	o, err := p.c.store.UpdateStatus(ctx, next)
+	o, err := p.c.store.UpdateStatus(ctx, &next)
 	if err != nil {
 		return fmt.Errorf("write status: %w", err)
 	}

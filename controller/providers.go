@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/anycloud/anycloud/manifests"
 	"github.com/anycloud/anycloud/provider"
@@ -23,10 +24,13 @@ type Retainer interface {
 }
 
 // credentials reads a Credentials object and opens its secret fields,
-// once per name: a resync makes one, so that N deployments on the same
-// credentials cost one read and one unsealing, not N.
+// once per name: N deployments on the same credentials cost one read and
+// one unsealing, not N. The controller keeps one (Controller.creds) and
+// starts a new one at every resync and whenever credentials change (their
+// watch), so what it holds is never older than the last change seen.
 type credentials struct {
 	c     *Controller
+	mu    sync.Mutex
 	cache map[string]credentialsEntry
 }
 
@@ -41,6 +45,8 @@ func (c *Controller) newCredentials() *credentials {
 }
 
 func (cr *credentials) get(ctx context.Context, name string) (*manifests.Credentials, map[string]string, error) {
+	cr.mu.Lock()
+	defer cr.mu.Unlock()
 	if e, ok := cr.cache[name]; ok {
 		return e.obj, e.secrets, e.err
 	}
@@ -70,8 +76,27 @@ func (cr *credentials) providerFor(ctx context.Context, d *manifests.Deployment)
 	return cr.c.providers.For(ctx, obj, secrets, region)
 }
 
-// providerFor is a deployment's provider, from its credentials as stored
-// now.
+// providerFor is a deployment's provider, from its credentials as last
+// seen (the memo of the last resync or credentials change).
 func (c *Controller) providerFor(ctx context.Context, d *manifests.Deployment) (provider.Provider, error) {
-	return c.newCredentials().providerFor(ctx, d)
+	return c.currentCredentials().providerFor(ctx, d)
+}
+
+// currentCredentials is the controller's credentials memo.
+func (c *Controller) currentCredentials() *credentials {
+	c.credsMu.Lock()
+	defer c.credsMu.Unlock()
+	if c.creds == nil {
+		c.creds = c.newCredentials()
+	}
+	return c.creds
+}
+
+// forgetCredentials starts a new memo: credentials changed, or a resync
+// reads them all afresh.
+func (c *Controller) forgetCredentials() *credentials {
+	c.credsMu.Lock()
+	defer c.credsMu.Unlock()
+	c.creds = c.newCredentials()
+	return c.creds
 }

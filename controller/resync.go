@@ -121,7 +121,7 @@ func (c *Controller) Resync(ctx context.Context) []provider.Provider {
 		log.Error(err, "list deployments")
 		return nil
 	}
-	creds := c.newCredentials()
+	creds := c.forgetCredentials()
 	scopes := map[string]provider.Provider{}
 	// owner maps each deployment's uid to the scope its VM belongs in: a
 	// VM elsewhere (a deployment that moved) is an orphan there.

@@ -89,7 +89,13 @@ func (m *memCloud) kill() provider.VM {
 
 // converged is a store with n deployments on one credentials, each with
 // its VM running in cloud, and a controller that has seen them all.
-func converged(b *testing.B, n int, clock Clock) (*Controller, *state.Bolt, *memCloud) {
+func converged(b testing.TB, n int, clock Clock) (*Controller, *state.Bolt, *memCloud) {
+	return convergedOn(b, n, clock, nil)
+}
+
+// convergedOn is converged with the controller reading the store through
+// wrap, when set.
+func convergedOn(b testing.TB, n int, clock Clock, wrap func(*state.Bolt) state.Store) (*Controller, *state.Bolt, *memCloud) {
 	b.Helper()
 	store, err := state.OpenBolt(b.TempDir(), state.BoltOptions{NoSync: true})
 	if err != nil {
@@ -108,7 +114,11 @@ func converged(b *testing.B, n int, clock Clock) (*Controller, *state.Bolt, *mem
 		b.Fatal(err)
 	}
 	cloud := &memCloud{vms: map[string]provider.VM{}, now: clock.Now}
-	c := New(Options{Store: store, Providers: fixed{cloud}, Log: logr.Discard(), Clock: clock, OrphanGrace: time.Hour})
+	var through state.Store = store
+	if wrap != nil {
+		through = wrap(store)
+	}
+	c := New(Options{Store: through, Providers: fixed{cloud}, Log: logr.Discard(), Clock: clock, OrphanGrace: time.Hour})
 	c.Resync(context.Background())
 	drainQueue(c)
 	return c, store, cloud

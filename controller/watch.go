@@ -79,7 +79,12 @@ func (c *Controller) watchBundles(ctx context.Context) {
 		if ev.Type == state.Deleted {
 			return
 		}
-		for _, u := range ev.Object.(*manifests.SecretBundle).Status.UsedBy {
+		users, err := c.store.Users(ctx, manifests.KindSecretBundle, ev.Object.GetMeta().Name)
+		if err != nil {
+			c.log.Error(err, "users of a changed bundle", "bundle", ev.Object.GetMeta().Name)
+			return
+		}
+		for _, u := range users {
 			c.queue.Add(u.Name)
 		}
 	})
@@ -113,6 +118,7 @@ func (c *Controller) watch(ctx context.Context, k manifests.Kind, fn func(state.
 // queues), follow without waiting for the period.
 func (c *Controller) watchCredentials(ctx context.Context) {
 	c.watch(ctx, manifests.KindCredentials, func(state.WatchEvent) {
+		c.forgetCredentials()
 		select {
 		case c.resyncNow <- struct{}{}:
 		default:

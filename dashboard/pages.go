@@ -213,6 +213,9 @@ func (s *Server) deploymentLive(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) bundlesPage(w http.ResponseWriter, r *http.Request) {
 	objs, _, err := s.opts.Store.List(r.Context(), manifests.KindSecretBundle)
+	if err == nil {
+		err = state.ShowUsers(r.Context(), s.opts.Store, objs...)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -235,6 +238,9 @@ type credRow struct {
 
 func (s *Server) credentialsPage(w http.ResponseWriter, r *http.Request) {
 	objs, _, err := s.opts.Store.List(r.Context(), manifests.KindCredentials)
+	if err == nil {
+		err = state.ShowUsers(r.Context(), s.opts.Store, objs...)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -26,6 +26,9 @@ type Reader interface {
 	List(ctx context.Context, kind manifests.Kind) ([]manifests.Object, string, error)
 	Watch(ctx context.Context, kind manifests.Kind) ([]manifests.Object, <-chan state.WatchEvent, error)
 	Events(ctx context.Context, ref manifests.ObjectRef) ([]state.Event, error)
+	// Users lists the deployments that use a bundle or credentials
+	// (state.ShowUsers).
+	Users(ctx context.Context, kind manifests.Kind, name string) ([]manifests.ObjectRef, error)
 }
 
 // Actions are the dashboard's only writes, with *api.Client's signatures:

@@ -294,7 +294,14 @@ type VM struct {
 	State      State
 	// Reason explains a state that is not Running, e.g. EC2's state
 	// reason or a container's exit code.
-	Reason     string
+	Reason string
+	// Crashed says the VM ended from within — its workload exited or ran
+	// out of memory, the instance shut itself down or failed to start —
+	// rather than being taken away (a spot preemption, a kill from
+	// outside). Only crashes soon after launch count towards recovery
+	// back-off: a crash loop is slowed down, a run of preemptions is
+	// recovered at once every time.
+	Crashed    bool
 	Market     string // spot, on-demand or local
 	Address    string
 	LaunchedAt time.Time

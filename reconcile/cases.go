@@ -269,9 +269,9 @@ func (x *decision) waitForVM() {
 func (x *decision) recover() {
 	st, cur := x.st, x.cur
 	id, reason := "", "it no longer exists"
-	launchedAt := time.Time{}
+	launchedAt, crashed := time.Time{}, false
 	if cur != nil {
-		id, launchedAt = cur.ID, cur.LaunchedAt
+		id, launchedAt, crashed = cur.ID, cur.LaunchedAt, cur.Crashed
 		if cur.Reason != "" {
 			reason = cur.Reason
 		} else {
@@ -283,15 +283,24 @@ func (x *decision) recover() {
 	} else {
 		id, launchedAt = st.VM.ID, st.VM.LaunchedAt
 	}
-	x.event("Warning", ReasonPreempted, fmt.Sprintf("VM %s was taken away: %s", id, reason))
+	if crashed {
+		x.event("Warning", ReasonPreempted, fmt.Sprintf("VM %s ended on its own: %s", id, reason))
+	} else {
+		x.event("Warning", ReasonPreempted, fmt.Sprintf("VM %s was taken away: %s", id, reason))
+	}
 	x.p.Lost = LostPreempted
 	lost := x.in.Now.UTC()
 	st.LostAt = &lost
 	st.Recoveries++
-	if !launchedAt.IsZero() && x.in.Now.Sub(launchedAt) < FastDeath {
-		st.FastRecoveries++
-	} else {
+	// Only a crash soon after launch counts towards back-off: a crash
+	// loop is slowed, while a VM taken away (however soon) is replaced
+	// at once, which is the point of recovery. A VM that lived past
+	// FastDeath ends a crash loop, whatever ended it.
+	switch soon := !launchedAt.IsZero() && x.in.Now.Sub(launchedAt) < FastDeath; {
+	case !soon:
 		st.FastRecoveries = 0
+	case crashed:
+		st.FastRecoveries++
 	}
 	st.VM = nil
 	if delay := recoveryDelay(st.FastRecoveries); delay > 0 {
@@ -299,7 +308,7 @@ func (x *decision) recover() {
 		st.Attempt = x.target + 1
 		st.NextLaunchAt = &at
 		st.Phase = manifests.PhaseRecovering
-		msg := fmt.Sprintf("VM died %d times soon after launch; next attempt in %s", st.FastRecoveries, delay)
+		msg := fmt.Sprintf("VM crashed %d times soon after launch; next attempt in %s", st.FastRecoveries, delay)
 		setReady(st, manifests.ConditionFalse, ReasonRecoveryBackOff, msg, x.gen, x.in.Now)
 		setReconciling(st, ReasonRecoveryBackOff, msg, x.in.Now)
 		x.event("Warning", ReasonRecoveryBackOff, msg)

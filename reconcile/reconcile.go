@@ -141,8 +141,9 @@ const (
 
 // Tunables of recovery.
 const (
-	// FastDeath is how soon after launch a VM's death counts towards
-	// recovery back-off.
+	// FastDeath is how soon after launch a VM's crash counts towards
+	// recovery back-off (provider.VM.Crashed; a VM taken away never
+	// does).
 	FastDeath = 30 * time.Second
 	// FreeFastRecoveries are recovered at once; after them, back off.
 	FreeFastRecoveries = 2

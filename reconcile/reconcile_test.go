@@ -151,6 +151,9 @@ func launchedAt(v provider.VM, at time.Time) provider.VM { v.LaunchedAt = at; re
 // because gives v a state reason.
 func because(v provider.VM, reason string) provider.VM { v.Reason = reason; return v }
 
+// crash marks v as ended from within (provider.VM.Crashed).
+func crash(v provider.VM) provider.VM { v.Crashed = true; return v }
+
 // outcome is what a row asserts about a Plan: the actions in full, the
 // status by its key fields.
 type outcome struct {
@@ -577,7 +580,7 @@ func TestDecide(t *testing.T) {
 			},
 			want: outcome{
 				Launch:  &reconcile.Launch{Attempt: 2, Recovery: true},
-				Attempt: 2, AttemptGeneration: 1, Recoveries: 1, FastRecoveries: 1,
+				Attempt: 2, AttemptGeneration: 1, Recoveries: 1,
 				Phase: manifests.PhaseRecovering, Ready: "False Launching", Reconciling: true,
 				Events: []string{"Warning Preempted", "Normal Recovering"},
 			},
@@ -616,10 +619,10 @@ func TestDecide(t *testing.T) {
 			messages: map[string]string{reconcile.ReasonRecovered: "i-2"},
 		},
 		{
-			name: "fast death within the free recoveries is recovered at once and counted",
+			name: "fast crash within the free recoveries is recovered at once and counted",
 			d: dep(runningOn(launchedAt(vm("i-1", 1, provider.StateRunning), recent)),
 				status(func(st *manifests.DeploymentStatus) { st.FastRecoveries = reconcile.FreeFastRecoveries - 1 })),
-			observed: []provider.VM{launchedAt(vm("i-1", 1, provider.StateStopped), recent)},
+			observed: []provider.VM{crash(launchedAt(vm("i-1", 1, provider.StateStopped), recent))},
 			want: outcome{
 				Launch:    &reconcile.Launch{Attempt: 2, Recovery: true},
 				Terminate: []string{"i-1"},
@@ -629,12 +632,12 @@ func TestDecide(t *testing.T) {
 			},
 		},
 		{
-			name: "fast death past the free recoveries backs off instead of launching",
+			name: "fast crash past the free recoveries backs off instead of launching",
 			d: dep(runningOn(launchedAt(vm("i-1", 1, provider.StateRunning), recent)),
 				status(func(st *manifests.DeploymentStatus) {
 					st.Recoveries, st.FastRecoveries = 2, reconcile.FreeFastRecoveries
 				})),
-			observed: []provider.VM{because(launchedAt(vm("i-1", 1, provider.StateStopped), recent), "container exited with code 1")},
+			observed: []provider.VM{because(crash(launchedAt(vm("i-1", 1, provider.StateStopped), recent)), "container exited with code 1")},
 			want: outcome{
 				Terminate: []string{"i-1"},
 				Attempt:   2, AttemptGeneration: 1, Recoveries: 3, FastRecoveries: reconcile.FreeFastRecoveries + 1,
@@ -646,10 +649,10 @@ func TestDecide(t *testing.T) {
 			messages: map[string]string{reconcile.ReasonRecoveryBackOff: "next attempt in 5s"},
 		},
 		{
-			name: "each further fast death doubles the back-off",
+			name: "each further fast crash doubles the back-off",
 			d: dep(runningOn(launchedAt(vm("i-1", 1, provider.StateRunning), recent)),
 				status(func(st *manifests.DeploymentStatus) { st.FastRecoveries = reconcile.FreeFastRecoveries + 1 })),
-			observed: []provider.VM{launchedAt(vm("i-1", 1, provider.StateStopped), recent)},
+			observed: []provider.VM{crash(launchedAt(vm("i-1", 1, provider.StateStopped), recent))},
 			want: outcome{
 				Terminate: []string{"i-1"},
 				Attempt:   2, AttemptGeneration: 1, Recoveries: 1, FastRecoveries: reconcile.FreeFastRecoveries + 2,
@@ -660,10 +663,40 @@ func TestDecide(t *testing.T) {
 			},
 		},
 		{
-			name: "back-off stops growing at its maximum however many fast deaths",
+			name: "a VM taken away soon after launch is replaced at once, past the free recoveries too",
+			d: dep(runningOn(launchedAt(vm("i-1", 1, provider.StateRunning), recent)),
+				status(func(st *manifests.DeploymentStatus) {
+					st.Recoveries, st.FastRecoveries = 5, reconcile.FreeFastRecoveries
+				})),
+			observed: []provider.VM{because(launchedAt(vm("i-1", 1, provider.StateStopped), recent), "container exited with code 137")},
+			want: outcome{
+				Launch:    &reconcile.Launch{Attempt: 2, Recovery: true},
+				Terminate: []string{"i-1"},
+				Attempt:   2, AttemptGeneration: 1, Recoveries: 6, FastRecoveries: reconcile.FreeFastRecoveries,
+				Phase: manifests.PhaseRecovering, Ready: "False Launching", Reconciling: true, ObservedGeneration: 1,
+				Events: []string{"Warning Preempted", "Normal Recovering"},
+			},
+			messages: map[string]string{reconcile.ReasonPreempted: "VM i-1 was taken away: container exited with code 137"},
+		},
+		{
+			name: "a crash long after launch starts the count again",
+			d: dep(runningOn(launchedAt(vm("i-1", 1, provider.StateRunning), longAgo)),
+				status(func(st *manifests.DeploymentStatus) { st.FastRecoveries = reconcile.FreeFastRecoveries + 3 })),
+			observed: []provider.VM{crash(because(launchedAt(vm("i-1", 1, provider.StateStopped), longAgo), "container exited with code 1"))},
+			want: outcome{
+				Launch:    &reconcile.Launch{Attempt: 2, Recovery: true},
+				Terminate: []string{"i-1"},
+				Attempt:   2, AttemptGeneration: 1, Recoveries: 1,
+				Phase: manifests.PhaseRecovering, Ready: "False Launching", Reconciling: true, ObservedGeneration: 1,
+				Events: []string{"Warning Preempted", "Normal Recovering"},
+			},
+			messages: map[string]string{reconcile.ReasonPreempted: "VM i-1 ended on its own: container exited with code 1"},
+		},
+		{
+			name: "back-off stops growing at its maximum however many fast crashes",
 			d: dep(runningOn(launchedAt(vm("i-1", 1, provider.StateRunning), recent)),
 				status(func(st *manifests.DeploymentStatus) { st.FastRecoveries = 200 })),
-			observed: []provider.VM{launchedAt(vm("i-1", 1, provider.StateStopped), recent)},
+			observed: []provider.VM{crash(launchedAt(vm("i-1", 1, provider.StateStopped), recent))},
 			want: outcome{
 				Terminate: []string{"i-1"},
 				Attempt:   2, AttemptGeneration: 1, Recoveries: 1, FastRecoveries: 201,
@@ -1071,11 +1104,11 @@ func hasEvent(events []reconcile.Event, reason, text string) bool {
 func TestDecideCrashLoopBacksOffThenLaunches(t *testing.T) {
 	d := dep(runningOn(launchedAt(vm("i-1", 1, provider.StateRunning), recent)),
 		status(func(st *manifests.DeploymentStatus) { st.FastRecoveries = reconcile.FreeFastRecoveries }))
-	dead := because(launchedAt(vm("i-1", 1, provider.StateStopped), recent), "container exited with code 1")
+	dead := crash(because(launchedAt(vm("i-1", 1, provider.StateStopped), recent), "container exited with code 1"))
 
 	p := reconcile.Decide(reconcile.Input{Deployment: d, Observed: []provider.VM{dead}, Now: now})
 	if p.Launch != nil || p.RequeueAfter != reconcile.RecoveryBackOffBase {
-		t.Fatalf("fast death past the free recoveries: launch %+v, requeue after %s; want no launch, requeue after %s",
+		t.Fatalf("fast crash past the free recoveries: launch %+v, requeue after %s; want no launch, requeue after %s",
 			p.Launch, p.RequeueAfter, reconcile.RecoveryBackOffBase)
 	}
 	if ready := manifests.FindCondition(p.Status.Conditions, manifests.ConditionReady); ready.Reason != reconcile.ReasonRecoveryBackOff {

@@ -30,6 +30,11 @@ func TestApplyCreateSetsSystemMetadata(t *testing.T) {
 	in.Metadata.Finalizers = []string{manifests.FinalizerVM}
 	in.Status.Phase = manifests.PhaseRunning
 
+	// The plan first: a dry run lists the fields a create sets.
+	plan, err := s.Apply(ctx, []state.Write{{Object: in}}, state.ApplyOptions{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
 	res, err := s.Apply(ctx, []state.Write{{Object: in}}, state.ApplyOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -64,16 +69,22 @@ func TestApplyCreateSetsSystemMetadata(t *testing.T) {
 		Ref:        manifests.ObjectRef{Kind: manifests.KindDeployment, Name: "train", UID: m.UID},
 		Action:     state.ActionCreated,
 		Generation: 1,
-		Changes: []state.Change{
-			{Path: "metadata.labels.team", New: "ml"},
-			{Path: "spec.command[0]", New: "python"},
-			{Path: "spec.command[1]", New: "train.py"},
-			{Path: "spec.credentials", New: "local"},
-			{Path: "spec.image", New: "ghcr.io/me/train:latest"},
-		},
 	}}
 	if df := diff(wantRes, res); df != "" {
 		t.Errorf("Apply results:%s", df)
+	}
+	wantPlan := []state.Change{
+		{Path: "metadata.labels.team", New: "ml"},
+		{Path: "spec.command[0]", New: "python"},
+		{Path: "spec.command[1]", New: "train.py"},
+		{Path: "spec.credentials", New: "local"},
+		{Path: "spec.image", New: "ghcr.io/me/train:latest"},
+	}
+	if len(plan) != 1 || plan[0].Action != state.ActionCreated {
+		t.Fatalf("dry run: %+v", plan)
+	}
+	if df := diff(wantPlan, plan[0].Changes); df != "" {
+		t.Errorf("dry-run changes:%s", df)
 	}
 
 	// A second object gets its own uid and a later resourceVersion.

@@ -55,7 +55,12 @@ func setupUsers(t *testing.T, s state.Store, r referenced, users ...string) []ma
 	return refs
 }
 
-func usedBy(o manifests.Object) []manifests.ObjectRef {
+// usedBy is the users shown of o: state.ShowUsers over the store's index.
+func usedBy(t *testing.T, s state.Store, o manifests.Object) []manifests.ObjectRef {
+	t.Helper()
+	if err := state.ShowUsers(context.Background(), s, o); err != nil {
+		t.Fatal(err)
+	}
 	switch o := o.(type) {
 	case *manifests.SecretBundle:
 		return o.Status.UsedBy
@@ -91,7 +96,7 @@ func TestDeleteInUseObjectIsRefused(t *testing.T) {
 			if df := diff(want, users); df != "" {
 				t.Errorf("Users:%s", df)
 			}
-			if df := diff(want, usedBy(get(t, s, r.kind, "x"))); df != "" {
+			if df := diff(want, usedBy(t, s, get(t, s, r.kind, "x"))); df != "" {
 				t.Errorf("status.usedBy:%s", df)
 			}
 
@@ -160,7 +165,7 @@ func TestForceDeleteRemovesInUseBundle(t *testing.T) {
 			// The deployment still names the object: made again, it is in
 			// use again, and its old values are gone.
 			apply(t, s, r.write("x"))
-			if df := diff(want, usedBy(get(t, s, r.kind, "x"))); df != "" {
+			if df := diff(want, usedBy(t, s, get(t, s, r.kind, "x"))); df != "" {
 				t.Errorf("usedBy of the re-made object:%s", df)
 			}
 		})

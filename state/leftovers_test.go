@@ -47,6 +47,12 @@ func TestForcedDeleteOfCredentialsInUseWaitsForTheirUsers(t *testing.T) {
 		t.Fatalf("forced delete in use: deleted=%v users=%v, want kept and train named", res.Deleted, res.Users)
 	}
 	c := get(t, s, manifests.KindCredentials, "aws1").(*manifests.Credentials)
+	if len(c.Status.LeftoverVMs) != 0 {
+		t.Fatalf("a plain read of credentials filled leftoverVMs %+v: reads on the control loop's path must not scan", c.Status.LeftoverVMs)
+	}
+	if err := state.ShowUsers(context.Background(), s, c); err != nil {
+		t.Fatal(err)
+	}
 	if c.Metadata.DeletionTimestamp == nil || c.Status.Phase != manifests.PhaseTerminating {
 		t.Errorf("credentials not Terminating: %+v", c.Metadata)
 	}
@@ -92,6 +98,12 @@ func TestForcedDeleteOfADeploymentRecordsItsVMOnItsCredentials(t *testing.T) {
 		t.Fatalf("leftover %+v", res.Leftover)
 	}
 	c := get(t, s, manifests.KindCredentials, "aws1").(*manifests.Credentials)
+	if len(c.Status.LeftoverVMs) != 0 {
+		t.Fatalf("a plain read of credentials filled leftoverVMs %+v: reads on the control loop's path must not scan", c.Status.LeftoverVMs)
+	}
+	if err := state.ShowUsers(context.Background(), s, c); err != nil {
+		t.Fatal(err)
+	}
 	if len(c.Status.LeftoverVMs) != 1 || c.Status.LeftoverVMs[0].VMID != "i-1" {
 		t.Fatalf("credentials status leftoverVMs = %+v", c.Status.LeftoverVMs)
 	}

@@ -99,8 +99,10 @@ type ApplyResult struct {
 	// terminated, deployments still using a bundle).
 	Terminating bool `json:"terminating,omitempty"`
 	// Changes lists what a created or configured object's write changes,
-	// field by field. Secret values never appear: a bundle reports key
-	// names and that values changed.
+	// field by field, for a DryRun (the plan that diff and apply --dry-run
+	// print; a real apply of 10,000 objects need not flatten each). Secret
+	// values never appear: a bundle reports key names and that values
+	// changed.
 	Changes []Change `json:"changes,omitempty"`
 	// ApplySet is the apply set the object belongs to after the write.
 	ApplySet string `json:"applySet,omitempty"`

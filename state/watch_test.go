@@ -111,6 +111,8 @@ func TestWatchSendsSnapshotThenChangesInOrder(t *testing.T) {
 	waitClosed(t, ch)
 }
 
+// Watch events carry the phase; users are filled where they are shown
+// (state.ShowUsers), never by the store's reads.
 func TestWatchEventsCarryComputedStatus(t *testing.T) {
 	s, _ := openStore(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -126,6 +128,12 @@ func TestWatchEventsCarryComputedStatus(t *testing.T) {
 	}
 	ev := next(t, ch)
 	b := ev.Object.(*manifests.SecretBundle)
+	if len(b.Status.UsedBy) != 0 {
+		t.Fatalf("the event carries users %v: the store's reads must not scan its index", b.Status.UsedBy)
+	}
+	if err := state.ShowUsers(ctx, s, b); err != nil {
+		t.Fatal(err)
+	}
 	if ev.Type != state.Modified || b.Status.Phase != manifests.PhaseTerminating || len(b.Status.UsedBy) != 1 || b.Status.UsedBy[0].Name != "train" {
 		t.Errorf("event = %s phase %q usedBy %v, want MODIFIED Terminating used by train", ev.Type, b.Status.Phase, b.Status.UsedBy)
 	}

@@ -105,6 +105,14 @@ func describe(w io.Writer, now time.Time, obj manifests.Object, events []state.E
 		if s.AWS != nil {
 			field(1, "AWS image", orNone(s.AWS.ImageID))
 			field(1, "AWS region", orNone(s.AWS.Region))
+			subnets := s.AWS.SubnetIDs
+			if s.AWS.SubnetID != "" {
+				subnets = append([]string{s.AWS.SubnetID}, subnets...)
+			}
+			if len(subnets) == 0 {
+				subnets = []string{"<the default VPC's, one per zone>"}
+			}
+			field(1, "AWS subnets", strings.Join(subnets, ", "))
 		}
 		if s.AWS != nil || len(s.Buckets) > 0 {
 			field(1, "IAM role", s.IAMRole())
@@ -149,6 +157,14 @@ func describe(w io.Writer, now time.Time, obj manifests.Object, events []state.E
 			field(2, "Bundle versions", orNone(strings.Join(bv, ", ")))
 		} else {
 			field(1, "VM", "<none>")
+		}
+		if dr := st.Draining; dr != nil {
+			fmt.Fprintln(w, "  Draining VM:")
+			field(2, "ID", dr.ID)
+			field(2, "Market", orNone(dr.Market))
+			field(2, "Launched", fmt.Sprintf("%s (%s ago)", dr.LaunchedAt.Format(time.RFC3339), age(now, dr.LaunchedAt)))
+			field(2, "Attempt", fmt.Sprint(dr.Attempt))
+			field(2, "Until", "its replacement is Ready, or the cloud takes it back")
 		}
 		if iam := st.IAM; iam != nil {
 			fmt.Fprintln(w, "  IAM:")

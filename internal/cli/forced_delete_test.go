@@ -5,7 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anycloud/anycloud/internal/controlplane"
 	"github.com/anycloud/anycloud/manifests"
+	awsprovider "github.com/anycloud/anycloud/provider/aws"
 )
 
 // TestForcedCredentialsDeleteThenDeploymentDeleteTerminatesTheVM: the
@@ -81,7 +83,13 @@ func TestForcedDeploymentDeleteLeavesItsVMToTheSweepAndSaysSo(t *testing.T) {
 // launched, so there is nothing to wait for; it must not be Terminating
 // for ever.
 func TestDeploymentWhoseCredentialsNeverWorkedIsDeleted(t *testing.T) {
-	e := newEnv(t)
+	// Short retries: each failing call would otherwise retry for 20 s,
+	// which is the product's default but not what this test is about.
+	e := newEnvFor(t, func(c *controlplane.Config) {
+		c.TuneAWS = func(o *awsprovider.Options) {
+			o.Retry = awsprovider.RetryPolicy{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond, MaxElapsed: time.Second}
+		}
+	})
 	e.vars["AWS_SECRET_ACCESS_KEY"] = "wrong"
 	// Port 1 on loopback: nothing listens; every call fails.
 	e.must("credentials", "new", "broken", "--provider", "aws", "--region", "us-east-1", "--access-key-id", "AKIDBROKEN", "--endpoint-url", "http://127.0.0.1:1")
@@ -95,7 +103,7 @@ func TestDeploymentWhoseCredentialsNeverWorkedIsDeleted(t *testing.T) {
 		c := manifests.FindCondition(d.Status.Conditions, manifests.ConditionReady)
 		return c != nil && c.Reason == "ProviderUnavailable"
 	})
-	r := e.must("delete", "deploy", "d", "--wait", "--timeout", "20s")
+	r := e.must("delete", "deploy", "d", "--wait", "--timeout", "1m")
 	if !strings.Contains(r.stdout, "deployment/d gone") {
 		t.Errorf("%s", r)
 	}

@@ -157,11 +157,17 @@ func phaseOf(d *manifests.Deployment) string {
 	return orNone(d.Status.Phase)
 }
 
+// vmID is the deployment's VM, and the VM it replaces while that one
+// drains (make before break): "i-new (+i-old draining)".
 func vmID(d *manifests.Deployment) string {
-	if d.Status.VM == nil {
-		return "<none>"
+	id := "<none>"
+	if d.Status.VM != nil {
+		id = shorten(d.Status.VM.ID, 19)
 	}
-	return shorten(d.Status.VM.ID, 19)
+	if dr := d.Status.Draining; dr != nil {
+		id += " (+" + shorten(dr.ID, 19) + " draining)"
+	}
+	return id
 }
 
 func shorten(s string, n int) string {

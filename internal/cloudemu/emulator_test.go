@@ -156,13 +156,12 @@ func TestAnInstanceBootsARealVMThatDiesWithIt(t *testing.T) {
 	if _, err := outside.TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "VM and workload removed", time.Minute, func() (bool, string) {
-		n := containersOf(t, docker, id)
-		return n == 0, fmt.Sprintf("%d containers", n)
+	// The emulator forgets the VM (its address) once its containers are
+	// removed: wait for both.
+	eventually(t, "VM and workload removed, address forgotten", time.Minute, func() (bool, string) {
+		n, addr := containersOf(t, docker, id), e.VMs.Address(id)
+		return n == 0 && addr == "", fmt.Sprintf("%d containers, address %q", n, addr)
 	})
-	if e.VMs.Address(id) != "" {
-		t.Error("a terminated VM still has an address")
-	}
 
 	// A VM container killed from outside is a preemption moto sees.
 	other := launch(t, c, keys)

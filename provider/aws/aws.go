@@ -347,6 +347,15 @@ func (p *Provider) Terminate(ctx context.Context, id string) error {
 	return err
 }
 
+// crashCodes are the EC2 state reasons of an instance that ended from
+// within (provider.VM.Crashed): it shut itself down, or failed to start.
+// Spot terminations and user-initiated ones are not crashes.
+var crashCodes = map[string]bool{
+	"Client.InstanceInitiatedShutdown": true,
+	"Server.InternalError":             true,
+	"Client.InternalError":             true,
+}
+
 // vm converts an SDK instance to the domain type.
 func (p *Provider) vm(inst types.Instance) provider.VM {
 	vm := provider.VM{ID: sdkaws.ToString(inst.InstanceId), Market: "on-demand"}
@@ -389,6 +398,9 @@ func (p *Provider) vm(inst types.Instance) provider.VM {
 		}
 	}
 	if vm.State != provider.StateRunning {
+		if inst.StateReason != nil {
+			vm.Crashed = crashCodes[sdkaws.ToString(inst.StateReason.Code)]
+		}
 		switch {
 		case inst.StateReason != nil && sdkaws.ToString(inst.StateReason.Message) != "":
 			vm.Reason = sdkaws.ToString(inst.StateReason.Message)

@@ -10,7 +10,6 @@ package local
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -94,16 +93,10 @@ func (p *Provider) Launch(ctx context.Context, req provider.LaunchRequest) (prov
 	if len(req.Buckets) > 0 {
 		return provider.VM{}, fmt.Errorf("spec.buckets are synced on a VM with its own IAM role, and the local provider has neither: use aws credentials: %w", provider.ErrInvalid)
 	}
+	// The container's name is the attempt's: a create that finds it taken
+	// is a repeated launch, which returns the container made before (a
+	// recovery does not pay for a lookup first).
 	name := containerName(req)
-	if vm, err := p.inspect(ctx, name); err == nil {
-		if vm.UID != req.UID || vm.Attempt != req.Attempt {
-			return provider.VM{}, fmt.Errorf("container %s belongs to another deployment: %w", name, provider.ErrInvalid)
-		}
-		return p.ensureStarted(ctx, vm)
-	} else if !errors.Is(err, provider.ErrNotFound) {
-		return provider.VM{}, err
-	}
-
 	env := make([]string, 0, len(req.Env))
 	for _, k := range slices.Sorted(maps.Keys(req.Env)) {
 		env = append(env, k+"="+req.Env[k])
@@ -151,6 +144,9 @@ func (p *Provider) Launch(ctx context.Context, req provider.LaunchRequest) (prov
 		if ierr != nil {
 			return provider.VM{}, ierr
 		}
+		if vm.UID != req.UID || vm.Attempt != req.Attempt {
+			return provider.VM{}, fmt.Errorf("container %s belongs to another deployment: %w", name, provider.ErrInvalid)
+		}
 		return p.ensureStarted(ctx, vm)
 	}
 	if err != nil {
@@ -187,8 +183,9 @@ func (p *Provider) inspect(ctx context.Context, ref string) (provider.VM, error)
 	vm.LaunchedAt, _ = time.Parse(time.RFC3339Nano, c.Created)
 	if c.State != nil {
 		vm.State, vm.Reason = mapState(c.State.Status, fmt.Sprintf("exited with code %d", c.State.ExitCode))
+		vm.Crashed = c.State.Status == container.StateExited && crashed(c.State.ExitCode)
 		if c.State.OOMKilled {
-			vm.Reason = "out of memory (OOM killed)"
+			vm.Reason, vm.Crashed = "out of memory (OOM killed)", true
 		}
 	}
 	if c.NetworkSettings != nil {
@@ -233,6 +230,12 @@ func address(ports network.PortMap) string {
 	return ""
 }
 
+// crashed says whether a container that exited with code ended on its
+// own. 137 and 143 are SIGKILL and SIGTERM from outside — `docker kill`,
+// `docker stop`, the engine stopping: the local stand-in for a preemption.
+// (An OOM kill is also 137; inspect tells it apart.)
+func crashed(code int) bool { return code != 137 && code != 143 }
+
 var exitedRE = regexp.MustCompile(`^Exited \((-?\d+)\)`)
 
 // mapState turns an engine state into a provider state and reason.
@@ -267,8 +270,18 @@ func (p *Provider) List(ctx context.Context) ([]provider.VM, error) {
 		reason := "exited"
 		if m := exitedRE.FindStringSubmatch(c.Status); m != nil {
 			reason = "exited with code " + m[1]
+			code, _ := strconv.Atoi(m[1])
+			vm.Crashed = crashed(code)
 		}
 		vm.State, vm.Reason = mapState(c.State, reason)
+		if vm.State == provider.StateStopped && !vm.Crashed {
+			// 137 is also what an OOM kill exits with: the listing does
+			// not tell, inspect does. Stopped containers are few (each is
+			// recovered and removed), so this costs little.
+			if full, err := p.inspect(ctx, c.ID); err == nil {
+				vm.Reason, vm.Crashed = full.Reason, full.Crashed
+			}
+		}
 		for _, port := range c.Ports {
 			if port.PublicPort != 0 {
 				vm.Address = "127.0.0.1:" + strconv.Itoa(int(port.PublicPort))

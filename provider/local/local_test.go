@@ -3,6 +3,7 @@ package local_test
 import (
 	"context"
 	"errors"
+	"os/exec"
 	"testing"
 
 	"github.com/anycloud/anycloud/internal/testenv"
@@ -65,5 +66,56 @@ func TestMissingImageIsAnInvalidLaunch(t *testing.T) {
 	_, err := p.Launch(context.Background(), provider.LaunchRequest{Deployment: "x", UID: "u", Attempt: 1, Token: "u-1", Image: "no-such-image:nope"})
 	if !errors.Is(err, provider.ErrInvalid) {
 		t.Errorf("err = %v, want ErrInvalid", err)
+	}
+}
+
+// A container killed from outside (`docker kill`, the local stand-in for
+// a preemption) is taken away; one whose workload exits is a crash. Only
+// crashes count towards recovery back-off.
+func TestAKilledContainerIsTakenAwayAndAnExitedOneCrashed(t *testing.T) {
+	image := testenv.RequireDemoImage(t)
+	ctx := context.Background()
+	p := newProvider(t, "cluster-crash")
+	launch := func(name string, env map[string]string) provider.VM {
+		t.Helper()
+		vm, err := p.Launch(ctx, provider.LaunchRequest{Deployment: name, UID: name + "-uid", Attempt: 1, Token: provider.Token(name+"-uid", 1), Image: image, Env: env})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return vm
+	}
+	killed := launch("killed", nil)
+	docker(t, "kill", killed.ID)
+	// The demo cannot listen on this address, so it exits with code 1.
+	crashed := launch("crashed", map[string]string{"DEMO_ADDR": "no-such-host.invalid:1"})
+	docker(t, "wait", crashed.ID)
+
+	listed := func(id string) provider.VM {
+		t.Helper()
+		vms, err := p.List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, vm := range vms {
+			if vm.ID == id {
+				return vm
+			}
+		}
+		t.Fatalf("list lacks %s", id)
+		return provider.VM{}
+	}
+	if vm := listed(killed.ID); vm.State != provider.StateStopped || vm.Crashed || vm.Reason != "container exited with code 137" {
+		t.Errorf("the killed container: %+v, want stopped, not crashed, exit code 137", vm)
+	}
+	if vm := listed(crashed.ID); vm.State != provider.StateStopped || !vm.Crashed || vm.Reason != "container exited with code 1" {
+		t.Errorf("the exited container: %+v, want stopped, crashed, exit code 1", vm)
+	}
+}
+
+// docker runs the Docker CLI, failing the test on error.
+func docker(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("docker", args...).CombinedOutput(); err != nil {
+		t.Fatalf("docker %v: %v: %s", args, err, out)
 	}
 }
