@@ -281,14 +281,14 @@ func (p *Provider) SSHInfo(ctx context.Context, vm provider.VM) (provider.SSHInf
 
 // Release implements provider.Releaser: the deployment's managed IAM
 // role and instance profile, if any, and its keys go with it.
+// The keys go even when IAM cannot be asked (credentials without IAM
+// permissions, for deployments that never had a role).
 func (p *Provider) Release(ctx context.Context, uid string) error {
-	if err := p.removeRole(ctx, uid); err != nil {
-		return err
+	err := p.removeRole(ctx, uid)
+	if p.ssh.Home != "" {
+		err = errors.Join(err, bootstrap.RemoveKeys(p.ssh.Home, uid))
 	}
-	if p.ssh.Home == "" {
-		return nil
-	}
-	return bootstrap.RemoveKeys(p.ssh.Home, uid)
+	return err
 }
 
 var (
