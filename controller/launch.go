@@ -136,7 +136,11 @@ func (p *pass) bootstrap(ctx context.Context, b provider.Bootstrapper) (Result, 
 	if err != nil {
 		clear(env)
 		err = scrub.Error(err)
-		p.notReady(ctx, reconcile.ReasonBootstrapFailed, fmt.Sprintf("mint the credentials of a bucket in another account: %v", err))
+		msg := fmt.Sprintf("mint the credentials of a bucket in another account: %v", err)
+		if errors.Is(err, provider.ErrInvalid) {
+			return Result{}, false, p.stall(ctx, reconcile.ReasonBootstrapFailed, msg, "fix the bucket's credentials, then `anycloud resubmit`", err)
+		}
+		p.notReady(ctx, reconcile.ReasonBootstrapFailed, msg)
 		return Result{}, false, err
 	}
 	target := provider.VM{ID: vm.ID, Deployment: d.Metadata.Name, UID: d.Metadata.UID, Attempt: vm.Attempt, Address: vm.Address}

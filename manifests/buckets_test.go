@@ -51,6 +51,9 @@ func TestBucketValidation(t *testing.T) {
 		{name: "bad credentials name", buckets: []Bucket{{URI: "s3://data", Path: "/data", Credentials: "Partner"}}, want: ErrorList{
 			{Field: "spec.buckets[0].credentials", Msg: `"Partner" must be lower-case letters, digits and '-', starting and ending with a letter or digit`},
 		}},
+		{name: "local credentials", buckets: []Bucket{{URI: "s3://data", Path: "/data", Credentials: "local"}}, want: ErrorList{
+			{Field: "spec.buckets[0].credentials", Msg: `"local" is the local Docker provider, which has no buckets: name aws credentials of the bucket's account`},
+		}},
 		{name: "no role for this account's bucket", buckets: []Bucket{{URI: "s3://data", Path: "/data"}}, aws: &DeploymentAWS{IAMRole: IAMRoleNone}, want: ErrorList{
 			{Field: "spec.aws.iamRole", Msg: "none cannot read the buckets of this account: leave it out (managed) or name an instance profile"},
 		}},

@@ -143,6 +143,8 @@ func validateBuckets(s *DeploymentSpec, add func(field, format string, args ...a
 		if b.Credentials != "" {
 			if msg := ValidateName(b.Credentials); msg != "" {
 				add(f+".credentials", "%s", msg)
+			} else if b.Credentials == LocalCredentials {
+				add(f+".credentials", "%q is the local Docker provider, which has no buckets: name aws credentials of the bucket's account", LocalCredentials)
 			}
 		} else {
 			sameAccount = true
