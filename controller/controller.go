@@ -86,6 +86,11 @@ type Controller struct {
 	// orphans maps, per provider scope, the VM ids that no deployment
 	// owns to when they were first seen so.
 	orphans map[string]map[string]time.Time
+	// kept is, per provider scope, the uids with cloud resources of
+	// their own (provider.Keeper) that no deployment owns, to when they
+	// were first seen so, and when the scope was last listed.
+	kept       map[string]map[string]time.Time
+	keptListed map[string]time.Time
 }
 
 // New returns a controller; Run starts it.
@@ -107,6 +112,7 @@ func New(o Options) *Controller {
 		resync: o.Resync, workers: o.Workers, grace: o.OrphanGrace,
 		queue: NewQueue(o.Clock, o.Queue), vms: newVMCache(), boot: newBootBackoff(), seen: map[string]string{},
 		orphans: map[string]map[string]time.Time{}, github: o.GitHub,
+		kept: map[string]map[string]time.Time{}, keptListed: map[string]time.Time{},
 	}
 	c.close = newCloseWatch(c)
 	c.interruptions = newInterruptions(c)

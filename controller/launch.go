@@ -25,6 +25,15 @@ func launchRequest(d *manifests.Deployment, attempt int, env map[string]string) 
 	if d.Spec.AWS != nil {
 		a := *d.Spec.AWS
 		req.AWS = &a
+		req.PolicyARNs = a.PolicyARNs
+	}
+	req.IAMRole = d.Spec.IAMRole()
+	for _, b := range d.Spec.Buckets {
+		bucket, prefix, _ := manifests.BucketAndPrefix(b.URI)
+		req.Buckets = append(req.Buckets, provider.Bucket{
+			URI: b.URI, Bucket: bucket, Prefix: prefix, Path: b.Path, ReadWrite: b.ReadWrite(), Interval: b.Interval(),
+			OtherAccount: b.Credentials != "" && b.Credentials != d.Spec.Credentials,
+		})
 	}
 	return req
 }
@@ -72,6 +81,10 @@ func (p *pass) launch(ctx context.Context, l *reconcile.Launch) (*provider.VM, e
 	}
 	p.st.VM = reconcile.VMStatusFromLaunch(vm, &p.st, versions)
 	p.st.VM.Scope = p.prov.Key()
+	p.st.IAM = nil
+	if vm.InstanceProfile != "" {
+		p.st.IAM = &manifests.IAMStatus{Role: vm.Role, InstanceProfile: vm.InstanceProfile, Managed: req.IAMRole == manifests.IAMRoleManaged}
+	}
 	what := "launched"
 	if l.Recovery {
 		what = "launched replacement"
@@ -112,8 +125,27 @@ func (p *pass) bootstrap(ctx context.Context, b provider.Bootstrapper) (Result, 
 		clear(env)
 		return Result{}, false, err
 	}
-	err = b.Bootstrap(ctx, provider.VM{ID: vm.ID, Deployment: d.Metadata.Name, UID: d.Metadata.UID, Attempt: vm.Attempt, Address: vm.Address}, req)
-	err = newScrubber(env, d.Spec.Env).Error(err) // before it reaches a condition, an event or the log
+	sessions, expiry, err := p.c.withSessions(ctx, d, &req)
+	for k, v := range sessions {
+		env[k] = v // scrubbed as secrets are; never sent as env
+	}
+	scrub := newScrubber(env, d.Spec.Env)
+	for k := range sessions {
+		delete(env, k)
+	}
+	if err != nil {
+		clear(env)
+		err = scrub.Error(err)
+		msg := fmt.Sprintf("mint the credentials of a bucket in another account: %v", err)
+		if errors.Is(err, provider.ErrInvalid) {
+			return Result{}, false, p.stall(ctx, reconcile.ReasonBootstrapFailed, msg, "fix the bucket's credentials, then `anycloud resubmit`", err)
+		}
+		p.notReady(ctx, reconcile.ReasonBootstrapFailed, msg)
+		return Result{}, false, err
+	}
+	target := provider.VM{ID: vm.ID, Deployment: d.Metadata.Name, UID: d.Metadata.UID, Attempt: vm.Attempt, Address: vm.Address}
+	err = b.Bootstrap(ctx, target, req)
+	err = scrub.Error(err) // before it reaches a condition, an event or the log
 	clear(env)
 	err = scrubGitHub(err, req.GitHub)
 	msg := fmt.Sprintf("start the workload on VM %s: %v", vm.ID, err)
@@ -131,7 +163,9 @@ func (p *pass) bootstrap(ctx context.Context, b provider.Bootstrapper) (Result, 
 	p.c.close.unwatch(p.prov, vm.ID)
 	vm.Bootstrapped = true
 	vm.BundleVersions = versions
-	p.c.event(ctx, d, state.EventNormal, reconcile.ReasonBootstrapped, fmt.Sprintf("started the workload on VM %s", vm.ID)+withBundles(d, versions))
+	p.st.Buckets = p.bucketStatus(ctx, target, req, expiry, scrub)
+	clear(sessions)
+	p.c.event(ctx, d, state.EventNormal, reconcile.ReasonBootstrapped, fmt.Sprintf("started the workload on VM %s", vm.ID)+withBundles(d, versions)+bucketsLine(p.st.Buckets))
 	p.log.Info("workload started", "vm", vm.ID)
 	return Result{}, true, nil
 }

@@ -123,6 +123,7 @@ func (p *pass) run(ctx context.Context) (Result, error) {
 		return Result{}, err
 	}
 	p.c.watchClosely(ctx, prov, p.d, observed)
+	p.warnExpiring(ctx)
 
 	_, needsBootstrap := prov.(provider.Bootstrapper)
 	missing := p.c.missingBundles(ctx, p.d)
@@ -145,12 +146,20 @@ func (p *pass) run(ctx context.Context) (Result, error) {
 			p.st.VM.Scope = prov.Key()
 		}
 		p.c.recordEvents(ctx, p.d, plan.Events)
+		if dr := p.st.Draining; dr != nil && (p.d.Status.Draining == nil || p.d.Status.Draining.ID != dr.ID) {
+			// Warned: the draining VM copies its buckets back while its
+			// replacement starts (EC2 gives two minutes).
+			go p.c.flush(context.WithoutCancel(ctx), prov, p.d, provider.VM{ID: dr.ID, Attempt: dr.Attempt, Address: dr.Address}, "at the interruption warning")
+		}
 		acted := false
 		// A VM that is already dead (a preemption) is cleaned up after its
 		// replacement is launched, not before: the replacement does not
 		// wait for the cleanup. A live one goes first.
 		var dead []provider.VM
 		for _, vm := range plan.Terminate {
+			if cur := p.d.Status.VM; deleting && vm.State == provider.StateRunning && cur != nil && cur.ID == vm.ID && (cur.Bootstrapped || !needsBootstrap) {
+				p.c.flush(ctx, prov, p.d, vm, "before the deletion terminates it")
+			}
 			if plan.Launch != nil && !plan.RemoveFinalizer && !plan.Bootstrap && (vm.State == provider.StateStopped || vm.State == provider.StateTerminated) {
 				dead = append(dead, vm)
 				continue

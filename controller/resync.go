@@ -182,6 +182,7 @@ func (c *Controller) Resync(ctx context.Context) []provider.Provider {
 	// other scope.
 	for _, p := range listed {
 		c.sweepOrphans(ctx, p, owner, byKey)
+		c.sweepKept(ctx, p, owner)
 	}
 	c.sweepLeftovers(ctx, listed, owner)
 	for _, o := range objs {

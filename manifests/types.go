@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -178,6 +179,85 @@ type DeploymentSpec struct {
 	AWS *DeploymentAWS `json:"aws,omitempty"`
 	// Source is code to check out on the VM and put into the container.
 	Source *DeploymentSource `json:"source,omitempty"`
+	// Buckets are object storage prefixes synced to and from directories
+	// of the container by rclone on the VM, with the deployment's own IAM
+	// role (spec.aws.iamRole): no long-lived key reaches the VM.
+	Buckets []Bucket `json:"buckets,omitempty"`
+}
+
+// Bucket is one bucket prefix synced on the VM: copied to Path before the
+// workload starts and, when ReadWrite, copied back every SyncInterval, at
+// an interruption warning and when the deployment is deleted.
+type Bucket struct {
+	// URI is s3://BUCKET or s3://BUCKET/PREFIX.
+	URI string `json:"uri"`
+	// Path is the absolute directory in the container.
+	Path string `json:"path"`
+	// Mode is readOnly (the default: the container's mount is read-only
+	// and nothing is written back) or readWrite.
+	Mode string `json:"mode,omitempty"`
+	// Credentials names another Credentials object, for a bucket in
+	// another account: the VM gets session credentials minted from them
+	// (STS GetFederationToken, 36 hours, scoped to this bucket and
+	// prefix) at every VM creation. Empty uses the deployment's role.
+	Credentials string `json:"credentials,omitempty"`
+	// SyncInterval is how often a readWrite bucket is copied back (a Go
+	// duration, default 5m).
+	SyncInterval string `json:"syncInterval,omitempty"`
+}
+
+// Bucket modes.
+const (
+	BucketReadOnly  = "readOnly"
+	BucketReadWrite = "readWrite"
+)
+
+// DefaultSyncInterval is how often a readWrite bucket is copied back.
+const DefaultSyncInterval = 5 * time.Minute
+
+// ReadWrite reports whether the bucket is copied back.
+func (b Bucket) ReadWrite() bool { return b.Mode == BucketReadWrite }
+
+// Interval is SyncInterval parsed, DefaultSyncInterval when unset or
+// invalid (validation reports an invalid one).
+func (b Bucket) Interval() time.Duration {
+	d, err := time.ParseDuration(b.SyncInterval)
+	if err != nil || d <= 0 {
+		return DefaultSyncInterval
+	}
+	return d
+}
+
+// BucketAndPrefix splits an s3:// URI into its bucket and prefix (without
+// a leading '/'; "" for the whole bucket).
+func BucketAndPrefix(uri string) (bucket, prefix string, ok bool) {
+	rest, found := strings.CutPrefix(uri, "s3://")
+	if !found {
+		return "", "", false
+	}
+	bucket, prefix, _ = strings.Cut(rest, "/")
+	return bucket, prefix, bucket != ""
+}
+
+// IAM role settings of spec.aws.iamRole; anything else is an instance
+// profile ARN.
+const (
+	IAMRoleManaged = "managed"
+	IAMRoleNone    = "none"
+)
+
+// IAMRole is the deployment's spec.aws.iamRole with its default: managed
+// when it has buckets, else none. (The default is not written into the
+// spec, so that deployments stored before it existed keep their
+// generation.)
+func (s *DeploymentSpec) IAMRole() string {
+	if s.AWS != nil && s.AWS.IAMRole != "" {
+		return s.AWS.IAMRole
+	}
+	if len(s.Buckets) > 0 {
+		return IAMRoleManaged
+	}
+	return IAMRoleNone
 }
 
 // DefaultSourcePath is where the checkout is in the container.
@@ -313,6 +393,13 @@ type DeploymentAWS struct {
 	// default, 1, keeps the instance's role credentials from containers on
 	// a bridge network; 2 lets them reach the metadata service.
 	MetadataHopLimit int `json:"metadataHopLimit,omitempty"`
+	// IAMRole is managed (a role and instance profile of the
+	// deployment's own, least privilege on exactly its buckets; the
+	// default with buckets), none (no role; the default without), or the
+	// ARN of an existing instance profile to launch with.
+	IAMRole string `json:"iamRole,omitempty"`
+	// PolicyARNs are managed policies attached to the managed role.
+	PolicyARNs []string `json:"policyArns,omitempty"`
 }
 
 // BootTimeoutDuration is BootTimeout parsed, or 0 when unset or invalid
@@ -369,7 +456,45 @@ type DeploymentStatus struct {
 	// while its replacement (VM) starts: make before break. It is
 	// terminated when the replacement is Ready, unless EC2 takes it first.
 	Draining *VMStatus `json:"draining,omitempty"`
+	// IAM is the role and instance profile the VMs are launched with.
+	IAM *IAMStatus `json:"iam,omitempty"`
+	// Buckets is each bucket's last sync, as the VM last reported it.
+	Buckets []BucketStatus `json:"buckets,omitempty"`
 }
+
+// IAMStatus names the deployment's role and instance profile.
+type IAMStatus struct {
+	// Role is the managed role's name ("" with an instance profile of the
+	// user's own).
+	Role string `json:"role,omitempty"`
+	// InstanceProfile is the ARN the VMs are launched with.
+	InstanceProfile string `json:"instanceProfile"`
+	// Managed: anycloud made the role and profile and removes them with
+	// the deployment.
+	Managed bool `json:"managed,omitempty"`
+}
+
+// BucketStatus is one bucket's sync on the current VM.
+type BucketStatus struct {
+	URI  string `json:"uri"`
+	Path string `json:"path"`
+	// LastSync is when the last sync ended; Result is ok or failed, with
+	// Message saying why.
+	LastSync time.Time `json:"lastSync,omitzero"`
+	Result   string    `json:"result,omitempty"`
+	Message  string    `json:"message,omitempty"`
+	// CredentialsExpireAt is when the session credentials of a bucket in
+	// another account expire; they are not refreshed while the VM runs.
+	CredentialsExpireAt *time.Time `json:"credentialsExpireAt,omitempty"`
+	// ExpiryWarned: the event an hour before that expiry was recorded.
+	ExpiryWarned bool `json:"expiryWarned,omitempty"`
+}
+
+// Bucket sync results.
+const (
+	SyncOK     = "ok"
+	SyncFailed = "failed"
+)
 
 // VMStatus describes one VM.
 type VMStatus struct {
@@ -639,8 +764,9 @@ func Ref(o Object) ObjectRef {
 	return ObjectRef{Kind: o.GetKind(), Name: m.Name, UID: m.UID}
 }
 
-// References lists the objects that d names, in order: its credentials,
-// then its bundles.
+// References lists the objects that d names, each once, in order: its
+// credentials, then its bundles, then the credentials of its buckets in
+// other accounts.
 func (d *Deployment) References() []ObjectRef {
 	refs := make([]ObjectRef, 0, 1+len(d.Spec.Secrets))
 	if d.Spec.Credentials != "" {
@@ -648,6 +774,12 @@ func (d *Deployment) References() []ObjectRef {
 	}
 	for _, s := range d.Spec.Secrets {
 		refs = append(refs, ObjectRef{Kind: KindSecretBundle, Name: s})
+	}
+	for _, b := range d.Spec.Buckets {
+		r := ObjectRef{Kind: KindCredentials, Name: b.Credentials}
+		if b.Credentials != "" && !slices.Contains(refs, r) {
+			refs = append(refs, r)
+		}
 	}
 	return refs
 }

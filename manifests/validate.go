@@ -101,6 +101,65 @@ func validateContainerPath(p string) string {
 	return ""
 }
 
+var (
+	instanceProfileRE = regexp.MustCompile(`^arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[\w+=,.@/-]{1,128}$`)
+	policyRE          = regexp.MustCompile(`^arn:aws[a-z-]*:iam::([0-9]{12}|aws):policy/[\w+=,.@/-]{1,128}$`)
+	// bucketRE is S3's rule for bucket names (general purpose buckets).
+	bucketRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
+)
+
+// validateBuckets checks spec.buckets and what they need of spec.aws.
+func validateBuckets(s *DeploymentSpec, add func(field, format string, args ...any)) {
+	paths := map[string]int{}
+	sameAccount := false
+	for i, b := range s.Buckets {
+		f := fmt.Sprintf("spec.buckets[%d]", i)
+		bucket, prefix, ok := BucketAndPrefix(b.URI)
+		switch {
+		case b.URI == "":
+			add(f+".uri", "required (s3://BUCKET/PREFIX)")
+		case !ok:
+			add(f+".uri", "want s3://BUCKET or s3://BUCKET/PREFIX, got %q", b.URI)
+		case !bucketRE.MatchString(bucket) || strings.Contains(bucket, ".."):
+			add(f+".uri", "%q is not a bucket name (3 to 63 lower-case letters, digits, '.' and '-')", bucket)
+		case strings.ContainsAny(prefix, "*?[]\\") || strings.Contains(prefix, "//") || strings.IndexFunc(prefix, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0:
+			add(f+".uri", "the prefix %q cannot hold wildcards, '\\', '//' or control characters", prefix)
+		}
+		if b.Path == "" {
+			add(f+".path", "required (an absolute directory in the container)")
+		} else if msg := validateContainerPath(b.Path); msg != "" {
+			add(f+".path", "%s", msg)
+		} else if j, dup := paths[b.Path]; dup {
+			add(f+".path", "%s is also the path of spec.buckets[%d]", b.Path, j)
+		} else if s.Source != nil && s.Source.Path == b.Path {
+			add(f+".path", "%s is also spec.source.path", b.Path)
+		}
+		paths[b.Path] = i
+		switch b.Mode {
+		case "", BucketReadOnly, BucketReadWrite:
+		default:
+			add(f+".mode", "unknown mode %q (readOnly or readWrite)", b.Mode)
+		}
+		if b.Credentials != "" {
+			if msg := ValidateName(b.Credentials); msg != "" {
+				add(f+".credentials", "%s", msg)
+			} else if b.Credentials == LocalCredentials {
+				add(f+".credentials", "%q is the local Docker provider, which has no buckets: name aws credentials of the bucket's account", LocalCredentials)
+			}
+		} else {
+			sameAccount = true
+		}
+		if b.SyncInterval != "" {
+			if d, err := time.ParseDuration(b.SyncInterval); err != nil || d < 10*time.Second {
+				add(f+".syncInterval", "%q is not a duration of at least 10s (such as 5m)", b.SyncInterval)
+			}
+		}
+	}
+	if sameAccount && s.IAMRole() == IAMRoleNone {
+		add("spec.aws.iamRole", "none cannot read the buckets of this account: leave it out (managed) or name an instance profile")
+	}
+}
+
 // ValidEnvKey reports whether k can be an environment variable name.
 func ValidEnvKey(k string) bool { return envKeyRE.MatchString(k) }
 
@@ -156,6 +215,7 @@ func Validate(o Object) ErrorList {
 				}
 			}
 		}
+		validateBuckets(s, add)
 		if f := s.Spot.Fallback; f != "" && f != SpotFallbackOnDemand {
 			add("spec.spot.fallback", "unknown fallback %q (onDemand)", f)
 		}
@@ -184,6 +244,19 @@ func Validate(o Object) ErrorList {
 			}
 			if a.MetadataHopLimit != 0 && (a.MetadataHopLimit < 1 || a.MetadataHopLimit > 64) {
 				add("spec.aws.metadataHopLimit", "%d is out of range (1 to 64)", a.MetadataHopLimit)
+			}
+			switch r := a.IAMRole; {
+			case r == "", r == IAMRoleManaged, r == IAMRoleNone:
+			case !instanceProfileRE.MatchString(r):
+				add("spec.aws.iamRole", "%q is not managed, none or an instance profile ARN (arn:aws:iam::ACCOUNT:instance-profile/NAME)", r)
+			}
+			for i, arn := range a.PolicyARNs {
+				if !policyRE.MatchString(arn) {
+					add(fmt.Sprintf("spec.aws.policyArns[%d]", i), "%q is not a policy ARN (arn:aws:iam::ACCOUNT:policy/NAME)", arn)
+				}
+			}
+			if len(a.PolicyARNs) > 0 && s.IAMRole() != IAMRoleManaged {
+				add("spec.aws.policyArns", "attach to the managed role only: set iamRole: managed")
 			}
 		}
 	case *SecretBundle:

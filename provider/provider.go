@@ -162,6 +162,84 @@ type LaunchRequest struct {
 	GitHub *GitHubAuth
 	// Source is code to check out for the workload; nil for none.
 	Source *Source
+	// IAMRole is what the VM is launched with: "" or none for no role,
+	// managed for a role and instance profile of the deployment's own
+	// (made before the launch, removed by Release), or the ARN of an
+	// instance profile of the user's.
+	IAMRole string
+	// PolicyARNs are attached to the managed role.
+	PolicyARNs []string
+	// Buckets are synced on the VM before the workload starts.
+	Buckets []Bucket
+}
+
+// Bucket is one bucket prefix to sync on a VM.
+type Bucket struct {
+	URI            string
+	Bucket, Prefix string
+	// Path is the directory in the workload's container.
+	Path      string
+	ReadWrite bool
+	// Interval is how often a read-write bucket is copied back.
+	Interval time.Duration
+	// OtherAccount: the bucket is read with Session, minted from other
+	// credentials, not with the VM's role.
+	OtherAccount bool
+	// Session holds the minted credentials of a bucket in another
+	// account; implementations deliver them like secrets (never in
+	// user-data, never logged).
+	Session *SessionCredentials
+}
+
+// SessionCredentials are short-lived credentials minted for one VM,
+// with where to use them.
+type SessionCredentials struct {
+	AccessKeyID, SecretAccessKey, SessionToken string
+	Expires                                    time.Time
+	// Region and Endpoint (an override, such as an emulator's; "" for
+	// the cloud's own) of the account they are for.
+	Region, Endpoint string
+}
+
+// String never shows the keys.
+func (c SessionCredentials) String() string {
+	return "provider.SessionCredentials{Expires: " + c.Expires.UTC().Format(time.RFC3339) + ", keys: redacted}"
+}
+
+// GoString never shows the keys.
+func (c SessionCredentials) GoString() string { return c.String() }
+
+// Keeper is a Releaser whose per-deployment resources are found in the
+// cloud (aws: IAM roles by their path), so that those of deployments that
+// are gone (a forced delete, a crash) are swept like orphan VMs.
+type Keeper interface {
+	Releaser
+	// Kept lists the uids that have such resources in this scope.
+	Kept(ctx context.Context) ([]string, error)
+}
+
+// Federator is implemented by providers that mint short-lived
+// credentials limited to one bucket prefix (aws: STS
+// GetFederationToken), for a VM that reads a bucket of their account.
+type Federator interface {
+	Federate(ctx context.Context, name string, b Bucket) (SessionCredentials, error)
+}
+
+// BucketSyncer is implemented by providers that sync buckets on their
+// VMs: FlushBuckets copies the read-write ones back now (before the VM
+// ends); BucketStatus reads each bucket's last sync.
+type BucketSyncer interface {
+	FlushBuckets(ctx context.Context, vm VM, buckets []Bucket) error
+	BucketStatus(ctx context.Context, vm VM, buckets []Bucket) ([]BucketSync, error)
+}
+
+// BucketSync is one bucket's last sync on a VM.
+type BucketSync struct {
+	Path string
+	At   time.Time
+	OK   bool
+	// Message is rclone's last words on a failure.
+	Message string
 }
 
 // GitHubAuth is a GitHub token and where it may be sent: image pulls from
@@ -230,6 +308,10 @@ type VM struct {
 	// Tried says, for a VM just launched, where it could not be placed
 	// first and why ("us-east-1a spot: InsufficientInstanceCapacity; …").
 	Tried string
+	// InstanceProfile is the ARN of the VM's instance profile, if any;
+	// Role the managed role in it, for a VM just launched.
+	InstanceProfile string
+	Role            string
 }
 
 // Sentinel errors.

@@ -18,7 +18,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 files="$here/vm-image"
 repo_name=anycloud-vm
 
-packages=openssh-server,cloud-init,docker.io,git,sudo,ca-certificates,python3-cffi-backend
+packages=openssh-server,cloud-init,docker.io,git,sudo,ca-certificates,python3-cffi-backend,rclone
 
 # The mirror and suite apt uses here: deb822 sources first, then the
 # one-line format.

@@ -25,6 +25,7 @@ func main() {
 	if g := os.Getenv("GREETING"); g != "" {
 		log.Printf("greeting: %s", g)
 	}
+	copyFiles(os.Getenv("DEMO_COPY"))
 	mux := http.NewServeMux()
 	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -37,6 +38,27 @@ func main() {
 		}
 	}()
 	log.Fatal(http.ListenAndServe(addr, mux))
+}
+
+// copyFiles copies each SRC:DST of a comma-separated list once at start,
+// as a job reads its input and writes its output (to the directories of
+// spec.buckets, say).
+func copyFiles(list string) {
+	for _, pair := range strings.Split(list, ",") {
+		src, dst, ok := strings.Cut(pair, ":")
+		if !ok {
+			continue
+		}
+		b, err := os.ReadFile(src)
+		if err == nil {
+			err = os.WriteFile(dst, b, 0o644)
+		}
+		if err != nil {
+			log.Printf("copy %s to %s: %v", src, dst, err)
+			continue
+		}
+		log.Printf("copied %s to %s (%d bytes)", src, dst, len(b))
+	}
 }
 
 // envKeys lists the names of the environment, sorted; values stay private.

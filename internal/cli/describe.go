@@ -114,6 +114,29 @@ func describe(w io.Writer, now time.Time, obj manifests.Object, events []state.E
 			}
 			field(1, "AWS subnets", strings.Join(subnets, ", "))
 		}
+		if s.AWS != nil || len(s.Buckets) > 0 {
+			field(1, "IAM role", s.IAMRole())
+		}
+		if s.AWS != nil && len(s.AWS.PolicyARNs) > 0 {
+			field(1, "Policy ARNs", strings.Join(s.AWS.PolicyARNs, ", "))
+		}
+		if len(s.Buckets) > 0 {
+			fmt.Fprintln(w, "  Buckets:")
+			for _, b := range s.Buckets {
+				mode := b.Mode
+				if mode == "" {
+					mode = manifests.BucketReadOnly
+				}
+				line := fmt.Sprintf("    %s -> %s (%s", b.URI, b.Path, mode)
+				if b.ReadWrite() {
+					line += ", every " + b.Interval().String()
+				}
+				if b.Credentials != "" {
+					line += ", credentials " + b.Credentials
+				}
+				fmt.Fprintln(w, line+")")
+			}
+		}
 		st := o.Status
 		fmt.Fprintln(w, "Status:")
 		field(1, "Phase", phaseOf(o))
@@ -142,6 +165,30 @@ func describe(w io.Writer, now time.Time, obj manifests.Object, events []state.E
 			field(2, "Launched", fmt.Sprintf("%s (%s ago)", dr.LaunchedAt.Format(time.RFC3339), age(now, dr.LaunchedAt)))
 			field(2, "Attempt", fmt.Sprint(dr.Attempt))
 			field(2, "Until", "its replacement is Ready, or the cloud takes it back")
+		}
+		if iam := st.IAM; iam != nil {
+			fmt.Fprintln(w, "  IAM:")
+			if iam.Role != "" {
+				field(2, "Role", iam.Role)
+			}
+			field(2, "Instance profile", iam.InstanceProfile)
+			field(2, "Managed", fmt.Sprint(iam.Managed))
+		}
+		if len(st.Buckets) > 0 {
+			fmt.Fprintln(w, "  Buckets:")
+			for _, b := range st.Buckets {
+				last := "never"
+				if !b.LastSync.IsZero() {
+					last = fmt.Sprintf("%s %s ago", orNone(b.Result), age(now, b.LastSync))
+				}
+				if b.Message != "" {
+					last += ": " + b.Message
+				}
+				if b.CredentialsExpireAt != nil {
+					last += fmt.Sprintf("; credentials expire in %s", b.CredentialsExpireAt.Sub(now).Round(time.Minute))
+				}
+				field(2, b.Path, b.URI+": last sync "+last)
+			}
 		}
 		describeConditions(w, now, st.Conditions)
 	case *manifests.SecretBundle:

@@ -21,6 +21,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/go-logr/logr"
 	"github.com/moby/moby/api/pkg/stdcopy"
@@ -71,6 +73,8 @@ type VMs struct {
 	id     string
 	docker *client.Client
 	ec2    map[string]*ec2.Client // by region, straight to moto
+	iam    *iam.Client
+	sts    *sts.Client
 
 	mu  sync.Mutex
 	vms map[string]*vm // by instance id
@@ -95,6 +99,8 @@ type vm struct {
 	console []byte
 	// inflight: a boot is under way.
 	inflight bool
+	// imds is the VM's instance metadata service.
+	imds *imds
 }
 
 // NewVMs returns a VM emulator; Run starts it.
@@ -117,14 +123,17 @@ func NewVMs(o VMOptions) (*VMs, error) {
 	b := make([]byte, 6)
 	rand.Read(b)
 	v := &VMs{o: o, id: hex.EncodeToString(b), docker: o.Docker, ec2: map[string]*ec2.Client{}, vms: map[string]*vm{}, booting: make(chan struct{}, 4)}
+	creds := credentials.NewStaticCredentialsProvider("testing", "testing", "")
 	for _, r := range o.Regions {
 		v.ec2[r] = ec2.New(ec2.Options{
 			Region:       r,
 			BaseEndpoint: sdkaws.String(o.Endpoint),
-			Credentials:  credentials.NewStaticCredentialsProvider("testing", "testing", ""),
+			Credentials:  creds,
 			Retryer:      sdkaws.NopRetryer{},
 		})
 	}
+	v.iam = iam.New(iam.Options{Region: "us-east-1", BaseEndpoint: sdkaws.String(o.Endpoint), Credentials: creds, Retryer: sdkaws.NopRetryer{}})
+	v.sts = sts.New(sts.Options{Region: "us-east-1", BaseEndpoint: sdkaws.String(o.Endpoint), Credentials: creds, Retryer: sdkaws.NopRetryer{}})
 	return v, nil
 }
 
@@ -398,12 +407,23 @@ func (v *VMs) boot(ctx context.Context, m *vm) error {
 	if err != nil {
 		return err
 	}
+	// The VM's /var/lib/anycloud is a directory of this machine's at the
+	// same path: the shared engine resolves the workload's bind mounts of
+	// it (the image's docker wrapper rewrites them to this path).
+	data := seed + "-data"
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		return err
+	}
+	md, err := v.startIMDS(m.id, m.region, addr.String())
+	if err != nil {
+		return err
+	}
 	yes := true
 	created, err := v.docker.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name: "anycloud-vm-" + m.id + "-" + v.id,
 		Config: &container.Config{
 			Image:  v.o.Image,
-			Env:    []string{"ANYCLOUD_VM_ADDRESS=" + addr.String()},
+			Env:    []string{"ANYCLOUD_VM_ADDRESS=" + addr.String(), "ANYCLOUD_VM_IMDS=" + md.URL, "ANYCLOUD_VM_HOSTDIR=" + data},
 			Labels: map[string]string{LabelEmulator: v.id, LabelInstance: m.id},
 		},
 		HostConfig: &container.HostConfig{
@@ -418,18 +438,21 @@ func (v *VMs) boot(ctx context.Context, m *vm) error {
 			Binds: []string{
 				seed + ":/var/lib/cloud/seed/nocloud:ro",
 				v.o.DockerSocket + ":/run/docker.sock",
+				data + ":/var/lib/anycloud",
 			},
 		},
 	})
 	if err != nil {
+		md.close()
 		return fmt.Errorf("create VM %s: %w", m.id, err)
 	}
 	if _, err := v.docker.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
+		md.close()
 		v.docker.ContainerRemove(context.WithoutCancel(ctx), created.ID, client.ContainerRemoveOptions{Force: true})
 		return fmt.Errorf("start VM %s on %s: %w", m.id, addr, err)
 	}
 	v.mu.Lock()
-	m.container, m.addr = created.ID, addr.String()
+	m.container, m.addr, m.imds = created.ID, addr.String(), md
 	v.mu.Unlock()
 	v.o.Log.Info("VM booting", "instance", m.id, "address", addr.String())
 	return nil
@@ -456,8 +479,12 @@ func (v *VMs) remove(ctx context.Context, m *vm) error {
 		return err
 	}
 	os.RemoveAll(filepath.Join(v.o.Dir, m.id))
+	os.RemoveAll(filepath.Join(v.o.Dir, m.id) + "-data")
 	v.mu.Lock()
-	m.gone, m.container, m.addr = true, "", ""
+	if m.imds != nil {
+		m.imds.close()
+	}
+	m.gone, m.container, m.addr, m.imds = true, "", "", nil
 	v.mu.Unlock()
 	v.o.Log.Info("VM removed", "instance", m.id)
 	return nil
@@ -491,8 +518,11 @@ func (v *VMs) cleanup() {
 	}
 	v.mu.Lock()
 	ids := make([]string, 0, len(v.vms))
-	for id := range v.vms {
+	for id, m := range v.vms {
 		ids = append(ids, id)
+		if m.imds != nil {
+			m.imds.close()
+		}
 	}
 	v.mu.Unlock()
 	for _, id := range ids {

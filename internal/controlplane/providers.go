@@ -111,6 +111,7 @@ func (p *providers) For(ctx context.Context, creds *manifests.Credentials, secre
 			SSH: awsprovider.SSH{Home: p.home, LoopbackOnly: awsprovider.IsLoopbackEndpoint(a.EndpointURL)},
 		}
 		opts.Requests = p.requests
+		opts.IAM, opts.STS, opts.S3Endpoint = clients.IAM, clients.STS, a.EndpointURL
 		opts.Interruptions = awsprovider.Interruptions{
 			Off: a.Interruptions == manifests.InterruptionsOff, Queue: a.InterruptionQueue,
 			SQS: clients.SQS, EventBridge: clients.EventBridge,

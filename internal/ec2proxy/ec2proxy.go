@@ -88,6 +88,17 @@ func (errorCode) isFault() {}
 
 func (e errorCode) String() string { return "ErrorCode(" + string(e) + ")" }
 
+// ErrorMessage is ErrorCode with EC2's own message, for errors told
+// apart by it (such as InvalidParameterValue for an instance profile EC2
+// does not see yet).
+func ErrorMessage(code, message string) Fault { return errorMessage{code, message} }
+
+type errorMessage struct{ code, message string }
+
+func (errorMessage) isFault() {}
+
+func (e errorMessage) String() string { return "ErrorMessage(" + e.code + ")" }
+
 // Latency is the fault that delays a request by d, then forwards it.
 func Latency(d time.Duration) Fault { return latency(d) }
 
@@ -446,6 +457,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	case errorCode:
 		errorAnswer(http.StatusBadRequest, string(f), "ec2proxy: injected "+string(f)+".").write(w)
 		return
+	case errorMessage:
+		errorAnswer(http.StatusBadRequest, f.code, f.message).write(w)
+		return
 	case fixed:
 		if f == DropRequest {
 			hangUp(w)
@@ -647,7 +661,9 @@ func (p *Proxy) forward(r *http.Request, action string, body []byte) *answer {
 	}
 	h := http.Header{}
 	for k, v := range res.Header {
-		if !hopByHop(k) && k != "Content-Length" && k != "Content-Encoding" {
+		// The body's length is the answer's own, except for a HEAD
+		// (S3's answer to which is the object's length, with no body).
+		if !hopByHop(k) && (k != "Content-Length" || r.Method == http.MethodHead) && k != "Content-Encoding" {
 			h[k] = v
 		}
 	}

@@ -106,6 +106,15 @@ type Options struct {
 	Requests *prometheus.CounterVec
 	// Interruptions says how the scope hears EC2's events.
 	Interruptions Interruptions
+	// IAM makes the deployments' managed roles; STS mints the session
+	// credentials of buckets in this account for VMs of other accounts'
+	// deployments. Without them, buckets need iamRole: an instance
+	// profile ARN.
+	IAM IAMAPI
+	STS STSAPI
+	// S3Endpoint overrides the S3 endpoint the VMs' rclone uses (the
+	// credentials' endpointURL: an emulator); empty for AWS's own.
+	S3Endpoint string
 }
 
 // RetryPolicy bounds cloud-side retries.
@@ -127,6 +136,9 @@ type Provider struct {
 	capacity      *capacity
 	requests      *prometheus.CounterVec
 	interruptions Interruptions
+	iam           IAMAPI
+	sts           STSAPI
+	s3Endpoint    string
 
 	mu     sync.Mutex
 	images map[string]string // default AMI per kind ("x86_64", "gpu"), resolved once
@@ -153,6 +165,7 @@ func New(o Options) *Provider {
 	return &Provider{
 		ec2: o.Client, ssm: o.SSM, gpuParam: o.GPUImageParameter, key: o.Key, region: o.Region, cluster: o.Cluster, ssh: o.SSH,
 		retry: o.Retry, limits: o.Limits, requests: o.Requests, capacity: newCapacity(), interruptions: o.Interruptions, images: map[string]string{}, gpus: map[string]bool{},
+		iam: o.IAM, sts: o.STS, s3Endpoint: o.S3Endpoint,
 	}
 }
 
@@ -212,6 +225,13 @@ func (p *Provider) Launch(ctx context.Context, req provider.LaunchRequest) (prov
 	if len(a.SecurityGroupIDs) > 0 {
 		in.SecurityGroupIds = a.SecurityGroupIDs
 	}
+	profile, role, err := p.instanceProfile(ctx, req)
+	if err != nil {
+		return provider.VM{}, err
+	}
+	if profile != "" {
+		in.IamInstanceProfile = &types.IamInstanceProfileSpecification{Arn: sdkaws.String(profile)}
+	}
 	if p.ssh.Home != "" {
 		launchReq := req
 		launchReq.Env = nil // user-data never sees a value
@@ -221,7 +241,12 @@ func (p *Provider) Launch(ctx context.Context, req provider.LaunchRequest) (prov
 		}
 		in.UserData = sdkaws.String(base64.StdEncoding.EncodeToString(ud))
 	}
-	return p.place(ctx, req, in)
+	vm, err := p.place(ctx, req, in)
+	if err != nil {
+		return vm, err
+	}
+	vm.InstanceProfile, vm.Role = profile, role
+	return vm, nil
 }
 
 // spotOptions asks for a one-time spot instance, terminated when taken.
@@ -354,6 +379,9 @@ func (p *Provider) vm(inst types.Instance) provider.VM {
 	}
 	if inst.LaunchTime != nil {
 		vm.LaunchedAt = inst.LaunchTime.UTC()
+	}
+	if inst.IamInstanceProfile != nil {
+		vm.InstanceProfile = sdkaws.ToString(inst.IamInstanceProfile.Arn)
 	}
 	if inst.State != nil {
 		switch inst.State.Name {
@@ -557,7 +585,7 @@ func classify(err error, op, region string) error {
 			e.kind = provider.ErrCapacity
 		case code == "IdempotentInstanceTerminated":
 			e.kind = provider.ErrAttemptSpent
-		case strings.HasPrefix(code, "InvalidInstanceID"):
+		case strings.HasPrefix(code, "InvalidInstanceID") || code == "NoSuchEntity":
 			e.kind = provider.ErrNotFound
 		case code == "Unavailable" || code == "ServiceUnavailable" || code == "InternalError" || code == "InternalFailure" || code == "RequestTimeout":
 			e.kind = provider.ErrUnavailable

@@ -30,6 +30,7 @@ type rig struct {
 	prov    *awsprovider.Provider
 	outside *ec2.Client
 	home    string
+	moto    string
 }
 
 func newRig(t *testing.T) *rig {
@@ -78,8 +79,9 @@ func newRigOn(t *testing.T, proxy *ec2proxy.Proxy, moto string, sshOpts awsprovi
 		Key: "aws/test/" + clients.Region, Region: clients.Region, Cluster: "c0ffee",
 		SSH:   sshOpts,
 		Retry: awsprovider.RetryPolicy{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond, MaxElapsed: 5 * time.Second},
+		IAM:   clients.IAM, STS: clients.STS,
 	})
-	return &rig{proxy: proxy, prov: prov, outside: outside.EC2, home: sshOpts.Home}
+	return &rig{proxy: proxy, prov: prov, outside: outside.EC2, home: sshOpts.Home, moto: moto}
 }
 
 func launchReq(name string, attempt int, spot bool) provider.LaunchRequest {

@@ -11,6 +11,7 @@ import (
 	sdkaws "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/cenkalti/backoff/v4"
 
 	"github.com/anycloud/anycloud/manifests"
 	"github.com/anycloud/anycloud/provider"
@@ -70,12 +71,7 @@ func (p *Provider) place(ctx context.Context, req provider.LaunchRequest, in *ec
 			if spot {
 				try.InstanceMarketOptions = spotOptions
 			}
-			var out *ec2.RunInstancesOutput
-			err := p.call(ctx, p.limits.run, "RunInstances", func(ctx context.Context) error {
-				var err error
-				out, err = p.ec2.RunInstances(ctx, &try)
-				return err
-			})
+			out, err := p.runInstances(ctx, &try)
 			if err == nil {
 				if len(out.Instances) != 1 {
 					return provider.VM{}, fmt.Errorf("RunInstances returned %d instances, want 1", len(out.Instances))
@@ -239,6 +235,37 @@ func (p *Provider) byAttempt(ctx context.Context, req provider.LaunchRequest) (p
 		}
 	}
 	return provider.VM{}, fmt.Errorf("attempt %d's token was used, but its instance is gone: %w", req.Attempt, provider.ErrAttemptSpent)
+}
+
+// runInstances is one RunInstances, repeated with the same ClientToken
+// while EC2 refuses an instance profile that IAM made moments ago (it is
+// eventually consistent): the token makes the repeats one launch.
+func (p *Provider) runInstances(ctx context.Context, in *ec2.RunInstancesInput) (*ec2.RunInstancesOutput, error) {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval, bo.MaxInterval, bo.MaxElapsedTime = time.Second, 10*time.Second, ProfileWait
+	if p.retry.Initial < 200*time.Millisecond { // tests' short retries
+		bo.InitialInterval, bo.MaxInterval = p.retry.Initial, p.retry.Max
+	}
+	for {
+		var out *ec2.RunInstancesOutput
+		err := p.call(ctx, p.limits.run, "RunInstances", func(ctx context.Context) error {
+			var err error
+			out, err = p.ec2.RunInstances(ctx, in)
+			return err
+		})
+		if err == nil || in.IamInstanceProfile == nil || !invalidProfile(err) {
+			return out, err
+		}
+		wait := bo.NextBackOff()
+		if wait == backoff.Stop {
+			return nil, fmt.Errorf("EC2 still does not know instance profile %s after %s (%v): %w", sdkaws.ToString(in.IamInstanceProfile.Arn), ProfileWait, err, provider.ErrUnavailable)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
 }
 
 // apiCode is the cloud's error code in err, or "".

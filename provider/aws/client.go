@@ -12,8 +12,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/anycloud/anycloud/provider"
 )
@@ -35,6 +37,8 @@ type Clients struct {
 	SSM         *ssm.Client
 	SQS         *sqs.Client
 	EventBridge *eventbridge.Client
+	IAM         *iam.Client
+	STS         *sts.Client
 	Region      string
 }
 
@@ -84,6 +88,8 @@ func NewClients(ctx context.Context, c ClientConfig) (*Clients, error) {
 		SSM:         ssm.NewFromConfig(cfg, func(o *ssm.Options) { o.BaseEndpoint = endpoint }),
 		SQS:         sqs.NewFromConfig(cfg, func(o *sqs.Options) { o.BaseEndpoint = endpoint }),
 		EventBridge: eventbridge.NewFromConfig(cfg, func(o *eventbridge.Options) { o.BaseEndpoint = endpoint }),
+		IAM:         iam.NewFromConfig(cfg, func(o *iam.Options) { o.BaseEndpoint = endpoint }),
+		STS:         sts.NewFromConfig(cfg, func(o *sts.Options) { o.BaseEndpoint = endpoint }),
 		Region:      cfg.Region,
 	}, nil
 }

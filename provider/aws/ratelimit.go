@@ -10,12 +10,12 @@ import "golang.org/x/time/rate"
 // a provider: credentials that are edited get a new client but keep
 // their buckets (Options.Limits).
 type Limits struct {
-	describe, run, mutate, ssm, sqs *rate.Limiter
+	describe, run, mutate, ssm, sqs, iam *rate.Limiter
 }
 
 // NewLimits returns full buckets: describe 100 refilled 20/s, RunInstances
 // 5 refilled 2/s, other mutating calls 50 refilled 5/s, SSM 40/s, SQS
-// 100/s (far under its quota: one consumer long-polls).
+// 100/s, IAM 10/s (far under its quota: one consumer long-polls).
 func NewLimits() *Limits {
 	return &Limits{
 		describe: rate.NewLimiter(20, 100),
@@ -23,5 +23,6 @@ func NewLimits() *Limits {
 		mutate:   rate.NewLimiter(5, 50),
 		ssm:      rate.NewLimiter(40, 40),
 		sqs:      rate.NewLimiter(100, 100),
+		iam:      rate.NewLimiter(10, 20),
 	}
 }

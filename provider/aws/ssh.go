@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -188,11 +189,67 @@ func (p *Provider) Bootstrap(ctx context.Context, vm provider.VM, req provider.L
 	if s := req.Source; s != nil {
 		w.Source = &bootstrap.Source{Git: s.Git, Commit: s.Commit, Path: s.Path}
 	}
+	w.Buckets = p.vmBuckets(req.Buckets)
 	err = bootstrap.Run(ctx, c, w)
 	if errors.Is(err, bootstrap.ErrInvalidEnv) {
 		return fmt.Errorf("%w: %v", provider.ErrInvalid, err)
 	}
 	return err
+}
+
+// vmBuckets are the buckets as the VM's rclone needs them: this
+// account's with its region and endpoint (and the instance role), another
+// account's with its minted session.
+func (p *Provider) vmBuckets(buckets []provider.Bucket) []bootstrap.Bucket {
+	var out []bootstrap.Bucket
+	for _, b := range buckets {
+		vb := bootstrap.Bucket{
+			Bucket: b.Bucket, Prefix: b.Prefix, Path: b.Path, ReadWrite: b.ReadWrite, Interval: b.Interval,
+			Region: p.region, Endpoint: p.s3Endpoint,
+		}
+		if s := b.Session; s != nil {
+			vb.Region, vb.Endpoint = s.Region, s.Endpoint
+			vb.Session = &bootstrap.Session{AccessKeyID: s.AccessKeyID, SecretAccessKey: s.SecretAccessKey, SessionToken: s.SessionToken}
+		}
+		out = append(out, vb)
+	}
+	return out
+}
+
+// FlushBuckets implements provider.BucketSyncer: over SSH, the VM copies
+// its read-write buckets back now.
+func (p *Provider) FlushBuckets(ctx context.Context, vm provider.VM, buckets []provider.Bucket) error {
+	if !slices.ContainsFunc(buckets, func(b provider.Bucket) bool { return b.ReadWrite }) {
+		return nil
+	}
+	c, err := p.dial(ctx, vm)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return bootstrap.FlushBuckets(ctx, c, workloadName(vm.Deployment))
+}
+
+// BucketStatus implements provider.BucketSyncer: each bucket's last sync,
+// as the VM recorded it.
+func (p *Provider) BucketStatus(ctx context.Context, vm provider.VM, buckets []provider.Bucket) ([]provider.BucketSync, error) {
+	c, err := p.dial(ctx, vm)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	res, err := bootstrap.SyncStatus(ctx, c, workloadName(vm.Deployment))
+	if err != nil {
+		return nil, err
+	}
+	var out []provider.BucketSync
+	for _, r := range res {
+		if r.Index < 0 || r.Index >= len(buckets) {
+			continue
+		}
+		out = append(out, provider.BucketSync{Path: buckets[r.Index].Path, At: r.At, OK: r.OK, Message: r.Message})
+	}
+	return out, nil
 }
 
 // Logs implements provider.Logger: docker logs of the workload, over SSH.
@@ -222,16 +279,21 @@ func (p *Provider) SSHInfo(ctx context.Context, vm provider.VM) (provider.SSHInf
 	return provider.SSHInfo{Addr: addr, User: p.ssh.user(), KeyPath: keys.Path, HostKey: bootstrap.AuthorizedLine(hostKey)}, nil
 }
 
-// Release implements provider.Releaser: the deployment's keys go with it.
+// Release implements provider.Releaser: the deployment's managed IAM
+// role and instance profile, if any, and its keys go with it.
+// The keys go even when IAM cannot be asked (credentials without IAM
+// permissions, for deployments that never had a role).
 func (p *Provider) Release(ctx context.Context, uid string) error {
-	if p.ssh.Home == "" {
-		return nil
+	err := p.removeRole(ctx, uid)
+	if p.ssh.Home != "" {
+		err = errors.Join(err, bootstrap.RemoveKeys(p.ssh.Home, uid))
 	}
-	return bootstrap.RemoveKeys(p.ssh.Home, uid)
+	return err
 }
 
 var (
-	_ provider.Releaser     = (*Provider)(nil)
+	_ provider.Keeper       = (*Provider)(nil)
+	_ provider.BucketSyncer = (*Provider)(nil)
 	_ provider.Bootstrapper = (*Provider)(nil)
 	_ provider.Logger       = (*Provider)(nil)
 	_ provider.SSHAccess    = (*Provider)(nil)

@@ -90,6 +90,9 @@ func (p *Provider) Launch(ctx context.Context, req provider.LaunchRequest) (prov
 	if req.Source != nil {
 		return provider.VM{}, fmt.Errorf("spec.source is checked out on a VM, and the local provider has none: use aws credentials, or build the code into the image: %w", provider.ErrInvalid)
 	}
+	if len(req.Buckets) > 0 {
+		return provider.VM{}, fmt.Errorf("spec.buckets are synced on a VM with its own IAM role, and the local provider has neither: use aws credentials: %w", provider.ErrInvalid)
+	}
 	// The container's name is the attempt's: a create that finds it taken
 	// is a repeated launch, which returns the container made before (a
 	// recovery does not pay for a lookup first).

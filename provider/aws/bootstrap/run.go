@@ -38,6 +38,11 @@ type Workload struct {
 	// TokenFile is where the token is kept on the VM (a tmpfs) while it
 	// is used; DefaultTokenFile if empty.
 	TokenFile string
+	// Buckets are copied to the VM before the container starts and
+	// mounted into it (buckets.go).
+	Buckets []Bucket
+
+	mounts []string // bind mounts of the buckets' copies
 }
 
 // ErrInvalidEnv is wrapped by Run's error for an environment that cannot be
@@ -124,6 +129,9 @@ func Run(ctx context.Context, client *ssh.Client, w Workload) error {
 		!strings.Contains(err.Error(), "No such container") {
 		return fmt.Errorf("run workload %s: remove old container: %w", w.Name, err)
 	}
+	if w.mounts, err = syncBuckets(ctx, client, root, w); err != nil {
+		return fmt.Errorf("run workload %s: %w", w.Name, err)
+	}
 	if err := prepare(ctx, client, root, &w); err != nil {
 		return fmt.Errorf("run workload %s: %w", w.Name, err)
 	}
@@ -144,6 +152,9 @@ func runArgs(w Workload, file string) []string {
 	}
 	if w.Source != nil {
 		args = append(args, "--workdir", w.Source.Path)
+	}
+	for _, m := range w.mounts {
+		args = append(args, "-v", m)
 	}
 	args = append(args, w.Image)
 	return append(args, w.Command...)
