@@ -166,6 +166,8 @@ func (s *Etcd) init(ctx context.Context, opts EtcdOptions) error {
 		if keys, err = seal.CreateKey(keyPath); err != nil {
 			return err
 		}
+	case check != nil && errors.Is(statErr, os.ErrNotExist):
+		return fmt.Errorf("cipher key %s is missing, but etcd %s holds sealed data: %w; give this control plane the key file the others use (--cipher-key-file); nothing was changed", keyPath, s.prefix, seal.ErrKeyMissing)
 	default:
 		if keys, err = seal.LoadFile(keyPath); err != nil {
 			return err
