@@ -133,7 +133,7 @@ func TestFencedWritesStopWhenLeadershipIsLost(t *testing.T) {
 	d := getDeployment(t, f, "train")
 	d.Status.Phase = manifests.PhaseRunning
 	writes := map[string]error{
-		"CheckFence": f.CheckFence(ctx),
+		"CheckFence":  f.CheckFence(ctx),
 		"RecordEvent": f.RecordEvent(ctx, manifests.Ref(d), state.Event{Type: state.EventNormal, Reason: "X", Message: "y"}),
 	}
 	_, writes["UpdateStatus"] = f.UpdateStatus(ctx, d)
