@@ -44,6 +44,9 @@ type Server struct {
 	Dashboard func() (DashboardTicket, error)
 	// Metrics serves /metrics (Prometheus); nil serves none.
 	Metrics http.Handler
+	// ControlPlane says who leads a shared store; nil: a single control
+	// plane on bbolt.
+	ControlPlane func(context.Context) (ControlPlaneStatus, error)
 }
 
 func (s *Server) now() time.Time {
@@ -60,6 +63,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/apply", s.apply)
 	mux.HandleFunc("GET /v1/sealing-key", s.sealingKey)
 	mux.HandleFunc("GET /v1/sources", s.sources)
+	mux.HandleFunc("GET /v1/controlplane", s.controlPlane)
 	mux.HandleFunc("POST /v1/dashboard/tickets", s.dashboardTicket)
 	mux.HandleFunc("GET /v1/{resource}", s.list)
 	mux.HandleFunc("GET /v1/{resource}/{name}", s.get)
