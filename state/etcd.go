@@ -50,6 +50,8 @@ type Etcd struct {
 	leases  *eventLeases
 	closed  chan struct{}
 	once    *sync.Once
+	// onCommit is EtcdOptions.OnCommit.
+	onCommit func(fenced bool)
 }
 
 // EtcdOptions say where the store is and how to open it.
@@ -75,6 +77,10 @@ type EtcdOptions struct {
 	// EventTTL is how long an object's events are kept after their last
 	// change; 1h when zero.
 	EventTTL time.Duration
+	// OnCommit, when set, is called after each write the store (or a
+	// fenced view of it) commits, objects and events alike, saying
+	// whether it was fenced: the failover tests count a leader's writes.
+	OnCommit func(fenced bool)
 }
 
 // Fence is a leader's hold on the store: the leader key of an etcd
@@ -98,7 +104,7 @@ func OpenEtcd(ctx context.Context, opts EtcdOptions) (*Etcd, error) {
 	if err := seal.EnsureHome(opts.Home); err != nil {
 		return nil, err
 	}
-	s := &Etcd{client: opts.Client, prefix: opts.Prefix, ttl: opts.EventTTL, leases: &eventLeases{}, closed: make(chan struct{}), once: &sync.Once{}}
+	s := &Etcd{client: opts.Client, prefix: opts.Prefix, ttl: opts.EventTTL, leases: &eventLeases{}, closed: make(chan struct{}), once: &sync.Once{}, onCommit: opts.OnCommit}
 	if s.prefix == "" {
 		s.prefix = "/anycloud/"
 	}
@@ -256,7 +262,7 @@ func (s *Etcd) SealingKey() *seal.BoxKey { return s.box }
 // and events) commits only while f holds, and fails with ErrNotLeader once
 // it does not. Reads are as the store's.
 func (s *Etcd) Fenced(f Fence) *Etcd {
-	c := &Etcd{client: s.client, prefix: s.prefix, cluster: s.cluster, box: s.box, fence: &f, ttl: s.ttl, leases: s.leases, closed: s.closed, once: s.once}
+	c := &Etcd{client: s.client, prefix: s.prefix, cluster: s.cluster, box: s.box, fence: &f, ttl: s.ttl, leases: s.leases, closed: s.closed, once: s.once, onCommit: s.onCommit}
 	c.core.now, c.keys = s.now, s.keys
 	c.be = etcdBackend{c}
 	return c
@@ -290,6 +296,12 @@ func (s *Etcd) Close() error {
 		}
 	})
 	return err
+}
+
+func (s *Etcd) committed() {
+	if s.onCommit != nil {
+		s.onCommit(s.fence != nil)
+	}
 }
 
 // maxAttempts bounds how often a write transaction runs again after
@@ -349,6 +361,7 @@ func (b etcdBackend) update(ctx context.Context, fn func(kvWriter, string) ([]Wa
 			return "", fmt.Errorf("write etcd: %w", err)
 		}
 		if cresp.Succeeded {
+			s.committed()
 			return strconv.FormatInt(cresp.Header.Revision, 10), nil
 		}
 		if err := s.CheckFence(ctx); err != nil {
@@ -536,6 +549,7 @@ func (s *Etcd) RecordEvent(ctx context.Context, ref manifests.ObjectRef, ev Even
 			return fmt.Errorf("write etcd: %w", err)
 		}
 		if cresp.Succeeded {
+			s.committed()
 			return nil
 		}
 		if err := s.CheckFence(ctx); err != nil {

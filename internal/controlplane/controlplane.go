@@ -85,6 +85,8 @@ type Config struct {
 	// Providers, when set, replaces the local and AWS providers: the
 	// failover tests count cloud calls with it.
 	Providers controller.Providers
+	// onCommit is told of each write committed to etcd (tests).
+	onCommit func(fenced bool)
 }
 
 // MemoryLimit is the control plane process's soft memory limit

@@ -94,7 +94,7 @@ func openStore(ctx context.Context, cfg Config) (sealedStore, *state.Etcd, error
 			eps[i] = "https://" + ep
 		}
 	}
-	s, err := state.OpenEtcd(ctx, state.EtcdOptions{Endpoints: eps, TLS: tlsCfg, Home: cfg.Home, CipherKeyFile: cfg.CipherKeyFile, Prefix: cfg.EtcdPrefix})
+	s, err := state.OpenEtcd(ctx, state.EtcdOptions{Endpoints: eps, TLS: tlsCfg, Home: cfg.Home, CipherKeyFile: cfg.CipherKeyFile, Prefix: cfg.EtcdPrefix, OnCommit: cfg.onCommit})
 	if err != nil {
 		return nil, nil, err
 	}
