@@ -105,7 +105,7 @@ func (s *Bolt) init(home string) error {
 	}
 	s.keys, s.box = keys, box
 	return s.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range []string{bucketMeta, bucketSealed, bucketUsers, bucketEvents, bucketLeftovers} {
+		for _, b := range []string{bucketMeta, bucketSealed, bucketUsers, bucketEvents, bucketLeftovers, bucketTokens, bucketTokenHashes} {
 			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
 				return fmt.Errorf("init store: %w", err)
 			}
