@@ -64,6 +64,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/sealing-key", s.sealingKey)
 	mux.HandleFunc("GET /v1/sources", s.sources)
 	mux.HandleFunc("GET /v1/controlplane", s.controlPlane)
+	mux.HandleFunc("POST /v1/users", s.addUser)
+	mux.HandleFunc("GET /v1/users", s.listUsers)
+	mux.HandleFunc("DELETE /v1/users/{name}", s.removeUser)
 	mux.HandleFunc("POST /v1/dashboard/tickets", s.dashboardTicket)
 	mux.HandleFunc("GET /v1/{resource}", s.list)
 	mux.HandleFunc("GET /v1/{resource}/{name}", s.get)
@@ -82,7 +85,17 @@ func (s *Server) Handler() http.Handler {
 
 // ServeListener serves on ln until ctx ends.
 func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	return serve(ctx, ln, s.Handler())
+}
+
+// ServeRemote serves a TCP listener (ListenRemote) until ctx ends: every
+// request needs a user's bearer token (RemoteHandler).
+func (s *Server) ServeRemote(ctx context.Context, ln net.Listener) error {
+	return serve(ctx, ln, s.RemoteHandler())
+}
+
+func serve(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
