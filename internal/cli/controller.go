@@ -33,6 +33,10 @@ type ControllerOptions struct {
 	CipherKeyFile string
 	LeaderLease   time.Duration
 	Name          string
+
+	Listen      string
+	TLSCertFile string
+	TLSKeyFile  string
 }
 
 // NewCmdController builds `anycloud controller`: the control plane in the
@@ -81,6 +85,9 @@ on its leadership, and it checks it before every cloud call.`,
 	cmd.Flags().StringVar(&o.EtcdPrefix, "etcd-prefix", "/anycloud/", "where the store's keys live in etcd")
 	cmd.Flags().StringVar(&o.CipherKeyFile, "cipher-key-file", "", "the cipher key that seals secret values (default $ANYCLOUD_HOME/cipher.key); on etcd, give every control plane the same file")
 	cmd.Flags().DurationVar(&o.LeaderLease, "leader-lease", controlplane.DefaultLeaderLease, "on etcd: the TTL of this control plane's session; another takes over this long after the leader stops renewing it")
+	cmd.Flags().StringVar(&o.Listen, "listen", "", "also serve the API to remote users (bearer tokens from 'anycloud users add') at https://ADDR; http:// is refused beyond loopback")
+	cmd.Flags().StringVar(&o.TLSCertFile, "tls-cert-file", "", "the certificate (PEM) of --listen https://")
+	cmd.Flags().StringVar(&o.TLSKeyFile, "tls-key-file", "", "the certificate's key (PEM) of --listen https://")
 	cmd.Flags().StringVar(&o.Name, "name", "", "on etcd: this control plane's name among the replicas (default HOST-PID)")
 	return cmd
 }
@@ -112,6 +119,9 @@ func (o *ControllerOptions) Run(ctx context.Context) error {
 		CipherKeyFile: o.CipherKeyFile,
 		LeaderLease:   o.LeaderLease,
 		Name:          o.Name,
+		Listen:        o.Listen,
+		TLSCertFile:   o.TLSCertFile,
+		TLSKeyFile:    o.TLSKeyFile,
 	})
 }
 

@@ -85,6 +85,11 @@ type Config struct {
 	// Providers, when set, replaces the local and AWS providers: the
 	// failover tests count cloud calls with it.
 	Providers controller.Providers
+	// Listen, when set, also serves the API to remote users (bearer
+	// tokens, `anycloud users add`) at https://ADDR with TLSCertFile and
+	// TLSKeyFile, or http://ADDR on loopback only.
+	Listen                  string
+	TLSCertFile, TLSKeyFile string
 	// onCommit is told of each write committed to etcd (tests).
 	onCommit func(fenced bool)
 }
@@ -139,7 +144,11 @@ func Run(ctx context.Context, cfg Config) error {
 		ctrl = newController(store, provs, prometheus.NewRegistry())
 		terms := &termGatherer{}
 		gatherer = prometheus.Gatherers{reg, terms}
-		rep = &replica{name: cfg.Name, addr: filepath.Join(cfg.Home, api.SocketFile), store: shared, ttl: cfg.LeaderLease, log: log.WithName("election")}
+		addr := cfg.Listen
+		if addr == "" {
+			addr = filepath.Join(cfg.Home, api.SocketFile)
+		}
+		rep = &replica{name: cfg.Name, addr: addr, store: shared, ttl: cfg.LeaderLease, log: log.WithName("election")}
 		if rep.name == "" {
 			host, _ := os.Hostname()
 			rep.name = fmt.Sprintf("%s-%d", host, os.Getpid())
@@ -167,6 +176,13 @@ func Run(ctx context.Context, cfg Config) error {
 		mux.Handle("GET /metrics", metrics)
 		go (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(metricsLn)
 		log.Info("metrics serving", "url", "http://"+metricsLn.Addr().String()+"/metrics")
+	}
+	var remoteLn net.Listener
+	if cfg.Listen != "" {
+		if remoteLn, err = api.ListenRemote(cfg.Listen, cfg.TLSCertFile, cfg.TLSKeyFile); err != nil {
+			return err
+		}
+		defer remoteLn.Close()
 	}
 	sock := filepath.Join(cfg.Home, api.SocketFile)
 	ln, err := api.Listen(sock)
@@ -213,6 +229,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	srv.Dashboard = dash.Ticket
 	log.Info("dashboard serving", "url", dash.URL())
+	if remoteLn != nil {
+		log.Info("API serving remote users", "url", cfg.Listen, "addr", remoteLn.Addr().String())
+		go srv.ServeRemote(ctx, remoteLn)
+	}
 	dashDone := make(chan error, 1)
 	go func() { dashDone <- dash.Serve(ctx) }()
 	ctrlDone := make(chan error, 1)
