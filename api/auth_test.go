@@ -3,60 +3,23 @@ package api_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/go-logr/logr/funcr"
 
 	"github.com/anycloud/anycloud/api"
+	"github.com/anycloud/anycloud/internal/testenv"
 	"github.com/anycloud/anycloud/manifests"
 	"github.com/anycloud/anycloud/state"
 )
-
-// selfSigned writes a certificate for 127.0.0.1 and its key, and returns
-// their paths; the certificate is its own CA.
-func selfSigned(t *testing.T) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "anycloud test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
-	return certFile, keyFile
-}
 
 // logBuffer is a logger's output, safe for concurrent writes.
 type logBuffer struct {
@@ -98,7 +61,7 @@ func remoteAPI(t *testing.T) (local *api.Client, server, caFile string, logs *lo
 	if err != nil {
 		t.Fatal(err)
 	}
-	certFile, keyFile := selfSigned(t)
+	certFile, keyFile := testenv.SelfSignedCert(t)
 	ln, err := api.ListenRemote("https://127.0.0.1:0", certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
