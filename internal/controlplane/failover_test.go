@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -325,7 +326,10 @@ func (tm *team) start(t testing.TB, name string, lease time.Duration) *plane {
 		select {
 		case <-p.done:
 		case <-time.After(20 * time.Second):
-			t.Errorf("control plane %s did not stop within 20s", name)
+			buf := make([]byte, 1<<22)
+			buf = buf[:runtime.Stack(buf, true)]
+			os.WriteFile(filepath.Join(os.TempDir(), "anycloud-stuck-"+name+".txt"), buf, 0o600)
+			t.Errorf("control plane %s did not stop within 20s (goroutines in %s)", name, filepath.Join(os.TempDir(), "anycloud-stuck-"+name+".txt"))
 		}
 	})
 	return p
@@ -408,7 +412,7 @@ func deploymentItem(t testing.TB, name string) api.ApplyItem {
 
 // stormSize bounds a storm: what a controller on etcd converges in a few
 // seconds on this machine.
-const stormSize = 150
+const stormSize = 80
 
 // storm applies deployments storm-0 … storm-(stormSize-1) through the
 // clients in turn, one every 20ms, and returns the names whose apply

@@ -72,8 +72,14 @@ func (r *replica) term(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("etcd session: %w", err)
 	}
-	// An orderly stop revokes the lease: another leads at once.
-	defer sess.Close()
+	defer func() {
+		// An orderly stop revokes the lease: another leads at once. (The
+		// session's own Close revokes under ctx, which has ended.)
+		sess.Orphan()
+		rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
+		r.store.Client().Revoke(rctx, sess.Lease())
+		rcancel()
+	}()
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -87,11 +93,20 @@ func (r *replica) term(ctx context.Context) error {
 		return fmt.Errorf("register replica: %w", err)
 	}
 	el := concurrency.NewElection(sess, r.key("leader"))
-	if err := el.Campaign(sctx, r.name); err != nil {
-		if sctx.Err() != nil && ctx.Err() == nil {
+	// A campaign that ends with its context cleans up under the client's
+	// own context, which lasts until the store closes: do not wait for it.
+	won := make(chan error, 1)
+	go func() { won <- el.Campaign(sctx, r.name) }()
+	select {
+	case err := <-won:
+		if err != nil {
+			return fmt.Errorf("campaign: %w", err)
+		}
+	case <-sctx.Done():
+		if ctx.Err() == nil {
 			return errLeaseLapsed
 		}
-		return fmt.Errorf("campaign: %w", err)
+		return ctx.Err()
 	}
 	fence := state.Fence{Key: el.Key(), Rev: el.Rev()}
 	r.setLeading(true)
