@@ -3,6 +3,7 @@ package state_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/anycloud/anycloud/internal/etcdtest"
 	"github.com/anycloud/anycloud/manifests"
 	"github.com/anycloud/anycloud/seal"
 	"github.com/anycloud/anycloud/state"
@@ -224,5 +226,63 @@ func TestEtcdConcurrentWritersFromTwoStores(t *testing.T) {
 	}
 	if _, err := a.Delete(context.Background(), manifests.KindSecretBundle, "hf", state.DeleteOptions{}); !errors.Is(err, state.ErrInUse) {
 		t.Errorf("delete of the bundle in use: %v, want ErrInUse", err)
+	}
+}
+
+// A watch carries on, without a gap or a repeat, while one of three etcd
+// members goes away: the client moves to another member and the watch
+// resumes from the revision after the last event it sent.
+func TestEtcdWatchResumesWhenAMemberGoes(t *testing.T) {
+	c, err := etcdtest.Start(t.TempDir(), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	client, err := c.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	home := t.TempDir()
+	s, err := state.OpenEtcd(context.Background(), state.EtcdOptions{Client: client, Home: home})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, ch, err := s.Watch(ctx, manifests.KindDeployment)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 30
+	for i := range n {
+		if i == n/2 {
+			c.Stop(0)
+		}
+		name := fmt.Sprintf("d-%02d", i)
+		for attempt := 0; ; attempt++ {
+			_, err := s.Apply(context.Background(), []state.Write{{Object: deployment(name, manifests.LocalCredentials)}}, state.ApplyOptions{})
+			if err == nil {
+				break
+			}
+			if attempt > 50 {
+				t.Fatalf("apply %s while a member is gone: %v", name, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	var last uint64
+	for i := range n {
+		ev := next(t, ch)
+		want := fmt.Sprintf("d-%02d", i)
+		if ev.Type != state.Added || ev.Object.GetMeta().Name != want {
+			t.Fatalf("event %d: %s %s, want ADDED %s", i, ev.Type, ev.Object.GetMeta().Name, want)
+		}
+		rv := mustRV(t, ev.Object)
+		if rv <= last {
+			t.Fatalf("event %d at resourceVersion %d, not after %d", i, rv, last)
+		}
+		last = rv
 	}
 }
