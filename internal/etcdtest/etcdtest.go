@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -26,9 +27,19 @@ type Cluster struct {
 	clients []string
 }
 
+// Options change how members serve clients.
+type Options struct {
+	// CertFile and KeyFile, when set, serve clients over TLS (https)
+	// with this certificate.
+	CertFile, KeyFile string
+}
+
 // Start runs an n-member cluster under dir (which it owns until Close).
 // Members fsync nothing: tests do not survive power cuts.
-func Start(dir string, n int) (*Cluster, error) {
+func Start(dir string, n int) (*Cluster, error) { return StartWith(dir, n, Options{}) }
+
+// StartWith is Start with options.
+func StartWith(dir string, n int, o Options) (*Cluster, error) {
 	ports, err := freePorts(2 * n)
 	if err != nil {
 		return nil, err
@@ -43,6 +54,10 @@ func Start(dir string, n int) (*Cluster, error) {
 		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 		cfg.UnsafeNoFsync = true
 		cu := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i])}
+		if o.CertFile != "" {
+			cu.Scheme = "https"
+			cfg.ClientTLSInfo = transport.TLSInfo{CertFile: o.CertFile, KeyFile: o.KeyFile}
+		}
 		pu := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])}
 		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
 		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
