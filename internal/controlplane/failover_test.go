@@ -571,8 +571,8 @@ func TestPausedLeaderMakesNoWriteAndNoCloudCallAfterItWakes(t *testing.T) {
 
 	a.gate.pause()
 	pausedAt := time.Now()
-	waitFor(t, "b to lead", 15*time.Second, func() bool { return leader(b) == "b" })
-	t.Logf("b leads %.2fs after a was paused", time.Since(pausedAt).Seconds())
+	bLeads := waitFor(t, "b to lead", 15*time.Second, func() bool { return leader(b) == "b" })
+	t.Logf("b leads %.2fs after a was paused", bLeads.Sub(pausedAt).Seconds())
 	// Work that a, paused, would have done: b does it.
 	apply(b.client, "three")
 	waitFor(t, "b to launch three", 15*time.Second, func() bool { return converged(b.client, []string{"one", "two", "three"}) })
@@ -587,8 +587,8 @@ func TestPausedLeaderMakesNoWriteAndNoCloudCallAfterItWakes(t *testing.T) {
 	if n := a.fenced.Load() - fencedBefore; n != 0 {
 		t.Errorf("the paused leader committed %d fenced writes after it woke", n)
 	}
-	if calls := tm.cloud.callsBy("a", wokeAt); len(calls) > 0 {
-		t.Errorf("the paused leader made %d cloud calls after it woke: %v", len(calls), calls)
+	if calls := tm.cloud.callsBy("a", bLeads); len(calls) > 0 {
+		t.Errorf("the paused leader made %d cloud calls after b took over (it woke %s after): %v", len(calls), wokeAt.Sub(bLeads), calls)
 	}
 	checkNoDuplicates(t, b.client, tm.cloud, []string{"one", "two", "three", "four"})
 }
