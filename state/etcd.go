@@ -312,13 +312,18 @@ const maxAttempts = 200
 type etcdBackend struct{ s *Etcd }
 
 func (b etcdBackend) view(ctx context.Context, fn func(kvReader) error) (string, error) {
-	resp, err := b.s.client.Get(ctx, b.s.key(bucketMeta, keyRV))
-	if err != nil {
-		return "", fmt.Errorf("read etcd: %w", err)
-	}
-	tx := &etcdTx{ctx: ctx, s: b.s, rev: resp.Header.Revision}
+	// The snapshot's revision is the first read's: a read of one key costs
+	// one round trip.
+	tx := &etcdTx{ctx: ctx, s: b.s}
 	if err := fn(tx); err != nil {
 		return "", err
+	}
+	if tx.rev == 0 {
+		resp, err := b.s.client.Get(ctx, b.s.key(bucketMeta, keyRV))
+		if err != nil {
+			return "", fmt.Errorf("read etcd: %w", err)
+		}
+		tx.rev = resp.Header.Revision
 	}
 	return strconv.FormatInt(tx.rev, 10), nil
 }
@@ -396,8 +401,8 @@ type etcdWrite struct {
 	del bool
 }
 
-// etcdTx reads etcd at one revision and buffers its writes, reading them
-// back before the snapshot.
+// etcdTx reads etcd at one revision (the first read's, when rev is 0)
+// and buffers its writes, reading them back before the snapshot.
 type etcdTx struct {
 	ctx    context.Context
 	s      *Etcd
@@ -414,10 +419,11 @@ func (t *etcdTx) get(bucket, key string) ([]byte, int64, error) {
 		}
 		return w.val, 0, nil
 	}
-	resp, err := t.s.client.Get(t.ctx, k, clientv3.WithRev(t.rev))
+	resp, err := t.s.client.Get(t.ctx, k, t.at()...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("read etcd: %w", err)
 	}
+	t.pin(resp.Header.Revision)
 	if len(resp.Kvs) == 0 {
 		return nil, 0, nil
 	}
@@ -427,10 +433,11 @@ func (t *etcdTx) get(bucket, key string) ([]byte, int64, error) {
 func (t *etcdTx) scan(bucket, prefix string, fn func(key, val []byte, rev int64) error) error {
 	base := t.s.key(bucket, "")
 	full := base + prefix
-	resp, err := t.s.client.Get(t.ctx, full, clientv3.WithPrefix(), clientv3.WithRev(t.rev))
+	resp, err := t.s.client.Get(t.ctx, full, append(t.at(), clientv3.WithPrefix())...)
 	if err != nil {
 		return fmt.Errorf("read etcd: %w", err)
 	}
+	t.pin(resp.Header.Revision)
 	if len(t.writes) == 0 {
 		for _, kv := range resp.Kvs {
 			if err := fn(kv.Key[len(base):], kv.Value, kv.ModRevision); err != nil {
@@ -472,6 +479,20 @@ func (t *etcdTx) scan(bucket, prefix string, fn func(key, val []byte, rev int64)
 }
 
 func (t *etcdTx) count(string) int { return 0 }
+
+// at reads at the snapshot's revision, once it is pinned.
+func (t *etcdTx) at() []clientv3.OpOption {
+	if t.rev == 0 {
+		return nil
+	}
+	return []clientv3.OpOption{clientv3.WithRev(t.rev)}
+}
+
+func (t *etcdTx) pin(rev int64) {
+	if t.rev == 0 {
+		t.rev = rev
+	}
+}
 
 func (t *etcdTx) write(bucket, key string, w *etcdWrite) error {
 	if t.writes == nil {
