@@ -2,6 +2,11 @@
 // store (package state), the API server (package api) and the controller
 // (package controller), all rooted in one home directory. `anycloud
 // controller` runs it in the foreground; `anycloud up` in the background.
+//
+// On a shared etcd store (Config.Store etcd://…) it is one replica of
+// several: every replica serves the API; one, elected (replica), runs the
+// controller on a store fenced on its leadership and with providers that
+// check it before every cloud call (fencedProviders).
 package controlplane
 
 import (
