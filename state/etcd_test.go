@@ -165,6 +165,7 @@ func TestFencedWritesStopWhenLeadershipIsLost(t *testing.T) {
 
 // Events are kept under a lease: they go by themselves once it lapses.
 func TestEtcdEventsExpireWithTheirLease(t *testing.T) {
+	t.Parallel()
 	home := t.TempDir()
 	s := openEtcd(t, home, etcdPrefix(home), state.EtcdOptions{EventTTL: 2 * time.Second})
 	ctx := context.Background()
@@ -233,6 +234,7 @@ func TestEtcdConcurrentWritersFromTwoStores(t *testing.T) {
 // members goes away: the client moves to another member and the watch
 // resumes from the revision after the last event it sent.
 func TestEtcdWatchResumesWhenAMemberGoes(t *testing.T) {
+	t.Parallel()
 	c, err := etcdtest.Start(t.TempDir(), 3)
 	if err != nil {
 		t.Fatal(err)

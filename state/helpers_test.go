@@ -79,12 +79,15 @@ type contractStore interface {
 	SealingKey() *seal.BoxKey
 }
 
-// eachBackend runs test once per backend, as subtests named bolt and etcd:
-// openStore and openStoreAt open a store of the backend that the running
-// test's name says.
+// eachBackend runs test once per backend, as subtests named bolt and etcd
+// that run side by side: openStore and openStoreAt open a store of the
+// backend that the running test's name says.
 func eachBackend(t *testing.T, test func(t *testing.T)) {
 	for _, be := range []string{"bolt", "etcd"} {
-		t.Run(be, test)
+		t.Run(be, func(t *testing.T) {
+			t.Parallel()
+			test(t)
+		})
 	}
 }
 
