@@ -529,6 +529,7 @@ func failover(t testing.TB, lease time.Duration) time.Duration {
 // storm of applies; the other leads within 15 s, every applied object is
 // kept and gets exactly one VM.
 func TestFailoverWhenTheLeaderIsKilled(t *testing.T) {
+	t.Parallel()
 	if takeover := failover(t, 2*time.Second); takeover > 15*time.Second {
 		t.Errorf("takeover took %s, want under 15s", takeover)
 	}
@@ -549,6 +550,7 @@ func BenchmarkEtcdFailover(b *testing.B) {
 // anything it tries next is refused: it commits no write and makes no
 // cloud call, and it follows the new leader.
 func TestPausedLeaderMakesNoWriteAndNoCloudCallAfterItWakes(t *testing.T) {
+	t.Parallel()
 	tm := newTeam(t)
 	a := tm.start(t, "a", 2*time.Second)
 	waitFor(t, "a to lead", 15*time.Second, func() bool { return leader(a) == "a" })
