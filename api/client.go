@@ -19,10 +19,14 @@ import (
 	"github.com/anycloud/anycloud/state"
 )
 
-// Client talks to a control plane over its unix socket.
+// Client talks to a control plane over its unix socket or, made by
+// NewRemoteClient, over TCP with a bearer token.
 type Client struct {
 	socket string
-	http   *http.Client
+	// base is the URL requests go to: http://anycloud over the socket.
+	base  string
+	token string
+	http  *http.Client
 }
 
 // NewClient returns a client for the socket at path.
@@ -34,7 +38,7 @@ func NewClient(path string) *Client {
 		},
 		MaxIdleConns: 4,
 	}
-	return &Client{socket: path, http: &http.Client{Transport: tr}}
+	return &Client{socket: path, base: "http://anycloud", http: &http.Client{Transport: tr}}
 }
 
 // ErrUnreachable: nothing serves the socket.
@@ -251,10 +255,11 @@ func (c *Client) Watch(ctx context.Context, k manifests.Kind, fn func(state.Watc
 // stream opens a GET whose answer is read as it comes (logs, watches);
 // the caller closes the body.
 func (c *Client) stream(ctx context.Context, path string) (io.ReadCloser, error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://anycloud"+path, nil)
+	req, err := http.NewRequestWithContext(ctx, "GET", c.base+path, nil)
 	if err != nil {
 		return nil, err
 	}
+	c.authorize(req)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, c.transportError(err)
@@ -275,10 +280,11 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://anycloud"+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
 		return err
 	}
+	c.authorize(req)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -297,6 +303,31 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		return fmt.Errorf("decode %s %s response: %w", method, path, err)
 	}
 	return nil
+}
+
+func (c *Client) authorize(req *http.Request) {
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+}
+
+// AddUser makes an API user and returns its token (shown once).
+func (c *Client) AddUser(ctx context.Context, name string) (UserToken, error) {
+	var out UserToken
+	err := c.do(ctx, "POST", "/v1/users", map[string]string{"name": name}, &out)
+	return out, err
+}
+
+// ListUsers lists the API's users (never their tokens).
+func (c *Client) ListUsers(ctx context.Context) ([]state.APIUser, error) {
+	var out []state.APIUser
+	err := c.do(ctx, "GET", "/v1/users", nil, &out)
+	return out, err
+}
+
+// RemoveUser removes an API user; its token stops working at once.
+func (c *Client) RemoveUser(ctx context.Context, name string) error {
+	return c.do(ctx, "DELETE", "/v1/users/"+url.PathEscape(name), nil, nil)
 }
 
 func (c *Client) transportError(err error) error {

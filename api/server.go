@@ -44,6 +44,9 @@ type Server struct {
 	Dashboard func() (DashboardTicket, error)
 	// Metrics serves /metrics (Prometheus); nil serves none.
 	Metrics http.Handler
+	// ControlPlane says who leads a shared store; nil: a single control
+	// plane on bbolt.
+	ControlPlane func(context.Context) (ControlPlaneStatus, error)
 }
 
 func (s *Server) now() time.Time {
@@ -60,6 +63,10 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/apply", s.apply)
 	mux.HandleFunc("GET /v1/sealing-key", s.sealingKey)
 	mux.HandleFunc("GET /v1/sources", s.sources)
+	mux.HandleFunc("GET /v1/controlplane", s.controlPlane)
+	mux.HandleFunc("POST /v1/users", s.addUser)
+	mux.HandleFunc("GET /v1/users", s.listUsers)
+	mux.HandleFunc("DELETE /v1/users/{name}", s.removeUser)
 	mux.HandleFunc("POST /v1/dashboard/tickets", s.dashboardTicket)
 	mux.HandleFunc("GET /v1/{resource}", s.list)
 	mux.HandleFunc("GET /v1/{resource}/{name}", s.get)
@@ -78,7 +85,17 @@ func (s *Server) Handler() http.Handler {
 
 // ServeListener serves on ln until ctx ends.
 func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	return serve(ctx, ln, s.Handler())
+}
+
+// ServeRemote serves a TCP listener (ListenRemote) until ctx ends: every
+// request needs a user's bearer token (RemoteHandler).
+func (s *Server) ServeRemote(ctx context.Context, ln net.Listener) error {
+	return serve(ctx, ln, s.RemoteHandler())
+}
+
+func serve(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -124,6 +124,8 @@ const (
 	ReasonBadRequest  = "BadRequest"
 	ReasonTooLarge    = "RequestEntityTooLarge"
 	ReasonInternal    = "InternalError"
+	// ReasonUnauthorized: a remote request without a valid token.
+	ReasonUnauthorized = "Unauthorized"
 )
 
 // Error is a Status returned by the control plane, as a Go error.

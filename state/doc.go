@@ -15,7 +15,14 @@
 // (ErrInUse) or, when deleted declaratively, held by a finalizer until its
 // last user is gone.
 //
-// Store is an interface so that an etcd backend can serve teams that share
-// one control plane; Bolt (a bbolt file, $ANYCLOUD_HOME/state.db) is the
-// default.
+// Two Stores implement the contract with one logic (core.go) over a small
+// key-value interface (kvReader, kvWriter, backend): Bolt, a bbolt file
+// ($ANYCLOUD_HOME/state.db), the default; and Etcd, an etcd v3 cluster
+// that the control planes of a team share, where resourceVersions are etcd
+// revisions, each write is one etcd transaction conditioned on no other
+// write having committed since its snapshot, and a Fence (a leader's
+// election key) makes every write of the leader conditional on it still
+// leading (Etcd.Fenced; ErrNotLeader once it does not). APIUsers are the
+// people allowed to use the API remotely, each with a bearer token stored
+// only as its SHA-256.
 package state

@@ -2,15 +2,22 @@ package state_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
+	"fmt"
+	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/anycloud/anycloud/internal/etcdtest"
 	"github.com/anycloud/anycloud/manifests"
+	"github.com/anycloud/anycloud/seal"
 	"github.com/anycloud/anycloud/state"
 )
 
@@ -34,22 +41,90 @@ func (c *clock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
+// etcdClient is the client of the package's embedded etcd (TestMain).
+var etcdClient *clientv3.Client
+
+// TestMain starts one embedded etcd member for the package's tests: each
+// etcd store lives under its own prefix in it.
+func TestMain(m *testing.M) {
+	if os.Getenv("ANYCLOUD_ROTATE_HELPER_HOME") != "" {
+		os.Exit(m.Run()) // the rotation crash tests' helper process
+	}
+	dir, err := os.MkdirTemp("", "state-etcd-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	c, err := etcdtest.Start(dir, 1)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	etcdClient, err = c.Client()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	etcdClient.Close()
+	c.Close()
+	os.Exit(code)
+}
+
+// contractStore is what the contract tests use of a store; every backend
+// implements it.
+type contractStore interface {
+	state.Store
+	state.Leftovers
+	SealingKey() *seal.BoxKey
+}
+
+// eachBackend runs test once per backend, as subtests named bolt and etcd
+// that run side by side: openStore and openStoreAt open a store of the
+// backend that the running test's name says.
+func eachBackend(t *testing.T, test func(t *testing.T)) {
+	for _, be := range []string{"bolt", "etcd"} {
+		t.Run(be, func(t *testing.T) {
+			t.Parallel()
+			test(t)
+		})
+	}
+}
+
+func onEtcd(t testing.TB) bool { return strings.Contains(t.Name(), "/etcd") }
+
 // openStore opens a fresh store in a temporary home and closes it when the
 // test ends.
-func openStore(t testing.TB) (*state.Bolt, string) {
+func openStore(t testing.TB) (contractStore, string) {
 	t.Helper()
 	home := t.TempDir()
 	return openStoreAt(t, home, state.BoltOptions{}), home
 }
 
-func openStoreAt(t testing.TB, home string, opts state.BoltOptions) *state.Bolt {
+// openStoreAt opens the store of home: a bbolt file in it, or, under an
+// etcd subtest, the keys under a prefix named for home in the package's
+// etcd (with home's keys), so that opening the same home again opens the
+// same store.
+func openStoreAt(t testing.TB, home string, opts state.BoltOptions) contractStore {
 	t.Helper()
+	if onEtcd(t) {
+		s, err := state.OpenEtcd(context.Background(), state.EtcdOptions{Client: etcdClient, Prefix: etcdPrefix(home), Home: home, Now: opts.Now})
+		if err != nil {
+			t.Fatalf("OpenEtcd(%s): %v", home, err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
 	s, err := state.OpenBolt(home, opts)
 	if err != nil {
 		t.Fatalf("OpenBolt(%s): %v", home, err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+func etcdPrefix(home string) string {
+	return fmt.Sprintf("/test/%x/", sha256.Sum256([]byte(home)))
 }
 
 func typeMeta(k manifests.Kind) manifests.TypeMeta {
@@ -188,4 +263,22 @@ func sortedKeys(m map[string]string) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// openBolt opens a fresh bbolt store, for the tests of what only bbolt
+// does (its file, backups, key rotation).
+func openBolt(t testing.TB) (*state.Bolt, string) {
+	t.Helper()
+	home := t.TempDir()
+	return openBoltAt(t, home, state.BoltOptions{}), home
+}
+
+func openBoltAt(t testing.TB, home string, opts state.BoltOptions) *state.Bolt {
+	t.Helper()
+	s, err := state.OpenBolt(home, opts)
+	if err != nil {
+		t.Fatalf("OpenBolt(%s): %v", home, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }

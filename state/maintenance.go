@@ -216,8 +216,8 @@ func (s *Bolt) RotateKey(ctx context.Context) (RotateResult, error) {
 	defer s.keyMu.Unlock()
 	records := 0
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		check, err := s.keys.Open(keyCheckIdentity, meta.Get(keyCheck))
+		meta := tx.Bucket([]byte(bucketMeta))
+		check, err := s.keys.Open(keyCheckIdentity, meta.Get([]byte(keyCheck)))
 		if err != nil {
 			return fmt.Errorf("open the key check: %w", err)
 		}
@@ -225,10 +225,10 @@ func (s *Bolt) RotateKey(ctx context.Context) (RotateResult, error) {
 		if err != nil {
 			return err
 		}
-		if err := meta.Put(keyCheck, sealedCheck); err != nil {
+		if err := meta.Put([]byte(keyCheck), sealedCheck); err != nil {
 			return err
 		}
-		b := tx.Bucket(bucketSealed)
+		b := tx.Bucket([]byte(bucketSealed))
 		type rec struct{ k, v []byte }
 		var out []rec
 		err = b.ForEach(func(k, v []byte) error {
@@ -306,8 +306,8 @@ func CheckBackup(path string) (int, error) {
 	defer db.Close()
 	n := 0
 	err = db.View(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		if meta == nil || meta.Get(keyCheck) == nil || meta.Get(keyCluster) == nil {
+		meta := tx.Bucket([]byte(bucketMeta))
+		if meta == nil || meta.Get([]byte(keyCheck)) == nil || meta.Get([]byte(keyCluster)) == nil {
 			return fmt.Errorf("%s is not an anycloud store: %w", path, ErrDamaged)
 		}
 		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {

@@ -119,7 +119,7 @@ func TestAFirstStartMakesAStore(t *testing.T) {
 	// An empty file and no keys: a first start that died before bbolt
 	// wrote anything.
 	os.WriteFile(filepath.Join(home, state.DBFile), nil, 0o600)
-	s := openStoreAt(t, home, state.BoltOptions{})
+	s := openBoltAt(t, home, state.BoltOptions{})
 	if s.ClusterID() == "" {
 		t.Error("no cluster id")
 	}
@@ -149,7 +149,7 @@ func TestALostSealingKeyIsRefusedNotReplaced(t *testing.T) {
 		t.Fatalf("open with another seal.key: %v", err)
 	}
 	os.WriteFile(boxPath, orig, 0o600)
-	s := openStoreAt(t, home, state.BoltOptions{})
+	s := openBoltAt(t, home, state.BoltOptions{})
 	if s.SealingKey() == nil {
 		t.Fatal("no sealing key")
 	}
@@ -173,7 +173,7 @@ func TestALostCipherKeyIsRefused(t *testing.T) {
 // holds every object that was committed before the backup began.
 func TestBackupIsAConsistentCopyWhileWritersRun(t *testing.T) {
 	ctx := context.Background()
-	s, home := openStore(t)
+	s, home := openBolt(t)
 	for i := range 50 {
 		if _, err := s.Apply(ctx, []state.Write{{Object: bundle(fmt.Sprintf("pre-%d", i)), Secrets: map[string]string{"K": fmt.Sprintf("v%d", i)}}}, state.ApplyOptions{}); err != nil {
 			t.Fatal(err)
@@ -211,7 +211,7 @@ func TestBackupIsAConsistentCopyWhileWritersRun(t *testing.T) {
 		b, _ := os.ReadFile(filepath.Join(home, f))
 		os.WriteFile(filepath.Join(restored, f), b, 0o600)
 	}
-	r := openStoreAt(t, restored, state.BoltOptions{})
+	r := openBoltAt(t, restored, state.BoltOptions{})
 	if r.ClusterID() != s.ClusterID() {
 		t.Error("the restored store has another cluster id")
 	}
@@ -234,7 +234,7 @@ func TestCheckBackupRefusesWhatIsNotAStore(t *testing.T) {
 
 func TestRotateKeyReSealsEverythingUnderANewKey(t *testing.T) {
 	ctx := context.Background()
-	s, home := openStore(t)
+	s, home := openBolt(t)
 	writes := []state.Write{credentialsWrite("aws1", "aws-secret")}
 	for i := range 20 {
 		writes = append(writes, state.Write{Object: bundle(fmt.Sprintf("b%d", i)), Secrets: map[string]string{"A": fmt.Sprintf("a%d", i), "B": "b"}})
@@ -275,7 +275,7 @@ func TestRotateKeyReSealsEverythingUnderANewKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	s2 := openStoreAt(t, home, state.BoltOptions{})
+	s2 := openBoltAt(t, home, state.BoltOptions{})
 	check(s2)
 	// The old key no longer opens the store.
 	os.WriteFile(filepath.Join(home, seal.KeyFile), oldKey, 0o600)
@@ -287,7 +287,7 @@ func TestRotateKeyReSealsEverythingUnderANewKey(t *testing.T) {
 
 func TestRotateKeyWhileReadersOpenSecrets(t *testing.T) {
 	ctx := context.Background()
-	s, _ := openStore(t)
+	s, _ := openBolt(t)
 	if _, err := s.Apply(ctx, []state.Write{{Object: bundle("b"), Secrets: map[string]string{"K": "v"}}}, state.ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}

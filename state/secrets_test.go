@@ -53,7 +53,7 @@ func assertNoSecret(t *testing.T, what string, data []byte, values ...string) {
 
 func TestSecretValuesAreNeverStoredOrReturnedInTheClear(t *testing.T) {
 	home := t.TempDir()
-	s := openStoreAt(t, home, state.BoltOptions{})
+	s := openBoltAt(t, home, state.BoltOptions{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var watches []<-chan state.WatchEvent
@@ -156,7 +156,7 @@ func TestSecretValuesAreNeverStoredOrReturnedInTheClear(t *testing.T) {
 
 func TestReopeningWithTheSameKeyKeepsSecrets(t *testing.T) {
 	home := filepath.Join(t.TempDir(), "home")
-	s := openStoreAt(t, home, state.BoltOptions{})
+	s := openBoltAt(t, home, state.BoltOptions{})
 	apply(t, s, bundleWrite("hf", map[string]string{"HF_TOKEN": canary}))
 	uid := getBundle(t, s, "hf").Metadata.UID
 	s.Close()
@@ -174,7 +174,7 @@ func TestReopeningWithTheSameKeyKeepsSecrets(t *testing.T) {
 		}
 	}
 
-	s2 := openStoreAt(t, home, state.BoltOptions{})
+	s2 := openBoltAt(t, home, state.BoltOptions{})
 	values, _, err := s2.OpenSecrets(context.Background(), manifests.KindSecretBundle, "hf")
 	if err != nil {
 		t.Fatal(err)
@@ -208,7 +208,7 @@ func readFiles(t *testing.T, home string) (key, db []byte, keyExists bool) {
 func storeWithSecrets(t *testing.T) string {
 	t.Helper()
 	home := t.TempDir()
-	s := openStoreAt(t, home, state.BoltOptions{})
+	s := openBoltAt(t, home, state.BoltOptions{})
 	apply(t, s, bundleWrite("hf", map[string]string{"HF_TOKEN": canary}))
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -329,7 +329,7 @@ func TestSealedValueMovedToAnotherRecordDoesNotOpen(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			home := t.TempDir()
-			s := openStoreAt(t, home, state.BoltOptions{})
+			s := openBoltAt(t, home, state.BoltOptions{})
 			apply(t, s,
 				bundleWrite("source", map[string]string{"TOKEN": canary}),
 				bundleWrite("victim", map[string]string{"TOKEN": "victim-value", "OTHER": "other-value"}),
@@ -337,7 +337,7 @@ func TestSealedValueMovedToAnotherRecordDoesNotOpen(t *testing.T) {
 			s.Close()
 			tc.edit(t, home)
 
-			s2 := openStoreAt(t, home, state.BoltOptions{})
+			s2 := openBoltAt(t, home, state.BoltOptions{})
 			ctx := context.Background()
 			values, _, err := s2.OpenSecrets(ctx, manifests.KindSecretBundle, "victim")
 			if err == nil {
@@ -355,7 +355,7 @@ func TestSealedValueMovedToAnotherRecordDoesNotOpen(t *testing.T) {
 }
 
 func TestSecondOpenOfAnOpenStoreFailsLocked(t *testing.T) {
-	s, home := openStore(t)
+	s, home := openBolt(t)
 	start := time.Now()
 	s2, err := state.OpenBolt(home, state.BoltOptions{})
 	if err == nil {
@@ -372,7 +372,7 @@ func TestSecondOpenOfAnOpenStoreFailsLocked(t *testing.T) {
 	applyObject(t, s, deployment("train", manifests.LocalCredentials))
 	s.Close()
 	// Once closed, the home opens again.
-	s3 := openStoreAt(t, home, state.BoltOptions{})
+	s3 := openBoltAt(t, home, state.BoltOptions{})
 	if !exists(t, s3, manifests.KindDeployment, "train") {
 		t.Errorf("deployment lost across reopen")
 	}

@@ -32,7 +32,7 @@ func (s *Bolt) Watch(ctx context.Context, k manifests.Kind) ([]manifests.Object,
 	var snapshot []manifests.Object
 	err := s.db.View(func(tx *bolt.Tx) error {
 		var err error
-		snapshot, err = listObjects(tx, k)
+		snapshot, err = listObjects(boltTx{tx}, k)
 		return err
 	})
 	if err != nil {

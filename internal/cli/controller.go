@@ -26,6 +26,17 @@ type ControllerOptions struct {
 	APIOnly     bool
 	WatchDir    string
 	MetricsAddr string
+
+	Store         string
+	EtcdTLS       controlplane.EtcdTLS
+	EtcdPrefix    string
+	CipherKeyFile string
+	LeaderLease   time.Duration
+	Name          string
+
+	Listen      string
+	TLSCertFile string
+	TLSKeyFile  string
 }
 
 // NewCmdController builds `anycloud controller`: the control plane in the
@@ -44,7 +55,15 @@ agent: on every change (and every --resync) it applies the directory
 recursively with prune, under the apply set that 'anycloud apply -f DIR
 --prune' uses. A directory that does not load applies nothing and is
 reported by 'anycloud status'; what runs keeps running until it is fixed.
-fromEnv values come from the controller's own environment.`,
+fromEnv values come from the controller's own environment.
+
+With --store etcd://HOST:PORT[,HOST:PORT...] the state lives in an etcd
+cluster that several control planes share (a team control plane). Each
+runs with its own home and the same cipher key (--cipher-key-file) and
+seal.key; they all serve the API, one leads (an etcd election on a
+session lease of --leader-lease) and runs the control loop, and another
+takes over when its lease lapses. Every write the leader makes is fenced
+on its leadership, and it checks it before every cloud call.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if runF != nil {
@@ -59,6 +78,17 @@ fromEnv values come from the controller's own environment.`,
 	cmd.Flags().StringVar(&o.WatchDir, "watch-dir", "", "apply this directory of manifests (recursively, with prune) whenever it changes")
 	cmd.Flags().DurationVar(&o.OrphanGrace, "orphan-grace", 2*time.Minute, "how long a managed VM that no deployment owns lives before it is terminated")
 	cmd.Flags().StringVar(&o.MetricsAddr, "metrics-addr", "", "also serve /metrics (Prometheus) on this loopback address, such as 127.0.0.1:9464 (the API socket always serves it)")
+	cmd.Flags().StringVar(&o.Store, "store", "bolt", "where the state lives: bolt (the home's state.db) or etcd://HOST:PORT[,HOST:PORT...] (shared by several control planes)")
+	cmd.Flags().StringVar(&o.EtcdTLS.CAFile, "etcd-ca-file", "", "CA certificate that signs the etcd members' certificates (dials etcd over TLS)")
+	cmd.Flags().StringVar(&o.EtcdTLS.CertFile, "etcd-cert-file", "", "client certificate for etcd")
+	cmd.Flags().StringVar(&o.EtcdTLS.KeyFile, "etcd-key-file", "", "client certificate's key for etcd")
+	cmd.Flags().StringVar(&o.EtcdPrefix, "etcd-prefix", "/anycloud/", "where the store's keys live in etcd")
+	cmd.Flags().StringVar(&o.CipherKeyFile, "cipher-key-file", "", "the cipher key that seals secret values (default $ANYCLOUD_HOME/cipher.key); on etcd, give every control plane the same file")
+	cmd.Flags().DurationVar(&o.LeaderLease, "leader-lease", controlplane.DefaultLeaderLease, "on etcd: the TTL of this control plane's session; another takes over this long after the leader stops renewing it")
+	cmd.Flags().StringVar(&o.Listen, "listen", "", "also serve the API to remote users (bearer tokens from 'anycloud users add') at https://ADDR; http:// is refused beyond loopback")
+	cmd.Flags().StringVar(&o.TLSCertFile, "tls-cert-file", "", "the certificate (PEM) of --listen https://")
+	cmd.Flags().StringVar(&o.TLSKeyFile, "tls-key-file", "", "the certificate's key (PEM) of --listen https://")
+	cmd.Flags().StringVar(&o.Name, "name", "", "on etcd: this control plane's name among the replicas (default HOST-PID)")
 	return cmd
 }
 
@@ -82,6 +112,16 @@ func (o *ControllerOptions) Run(ctx context.Context) error {
 		APIOnly:     o.APIOnly,
 		WatchDir:    o.WatchDir,
 		MetricsAddr: o.MetricsAddr,
+
+		Store:         o.Store,
+		EtcdTLS:       o.EtcdTLS,
+		EtcdPrefix:    o.EtcdPrefix,
+		CipherKeyFile: o.CipherKeyFile,
+		LeaderLease:   o.LeaderLease,
+		Name:          o.Name,
+		Listen:        o.Listen,
+		TLSCertFile:   o.TLSCertFile,
+		TLSKeyFile:    o.TLSKeyFile,
 	})
 }
 

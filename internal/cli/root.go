@@ -53,6 +53,9 @@ type Factory struct {
 	NoAutostart bool
 	// Now is the clock for ages; time.Now when nil.
 	Now func() time.Time
+	// Server, Token and CAFile (--server, --token, --ca-file) name a
+	// remote control plane; Context (--context) one of the config file's.
+	Server, Token, CAFile, Context string
 }
 
 func (f *Factory) now() time.Time {
@@ -84,6 +87,9 @@ func (f *Factory) Client(ctx context.Context) (*api.Client, error) {
 	home, err := f.HomeDir()
 	if err != nil {
 		return nil, err
+	}
+	if rc, ok, err := f.remoteClient(ctx, home); ok || err != nil {
+		return rc, err
 	}
 	c := api.NewClient(filepath.Join(home, api.SocketFile))
 	if err := c.Ping(ctx); err == nil {
@@ -216,6 +222,10 @@ Credentials manifests; a local control plane keeps the cloud matching them.`,
 	root.SetOut(f.IO.Out)
 	root.SetErr(f.IO.ErrOut)
 	root.PersistentFlags().StringVar(&f.Home, "home", "", "state directory (env ANYCLOUD_HOME, default ~/.anycloud)")
+	root.PersistentFlags().StringVar(&f.Server, "server", "", "a remote control plane's URL, https://HOST:PORT (default: the context in $ANYCLOUD_HOME/config, else the local socket)")
+	root.PersistentFlags().StringVar(&f.Token, "token", "", "your bearer token for --server (from 'anycloud users add')")
+	root.PersistentFlags().StringVar(&f.CAFile, "ca-file", "", "the CA certificate that signs --server's certificate")
+	root.PersistentFlags().StringVar(&f.Context, "context", "", "use this context of $ANYCLOUD_HOME/config ('local' for the socket)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usage(fmt.Errorf("%w\nsee '%s --help'", err, c.CommandPath()))
 	})
@@ -241,6 +251,8 @@ Credentials manifests; a local control plane keeps the cloud matching them.`,
 		NewCmdLogin(f, nil),
 		NewCmdLogout(f, nil),
 		NewCmdAuth(f),
+		NewCmdUsers(f),
+		NewCmdConfig(f),
 		NewCmdVersion(f),
 	)
 	return root

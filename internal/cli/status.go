@@ -67,6 +67,7 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 		return printObjects(o.f.IO.Out, outputJSON, objs, o.Name != "")
 	}
 	now := o.f.now()
+	defer o.printControlPlane(ctx, c, now)
 	defer o.printSources(ctx, c, now)
 	if len(objs) == 0 {
 		fmt.Fprintln(o.f.IO.ErrOut, "No deployments. Apply one: anycloud apply -f examples/quickstart")
@@ -108,6 +109,35 @@ func (o *StatusOptions) printSources(ctx context.Context, c *api.Client, now tim
 			last = age(now, s.LastApplied) + " ago"
 		}
 		t.row(s.Dir, s.ApplySet, fmt.Sprint(s.Ready), fmt.Sprint(s.Objects), last, strings.ReplaceAll(s.Message, "\n", " "))
+	}
+	t.flush()
+}
+
+// printControlPlane shows, on a shared store, the store, the leader and
+// the replicas.
+func (o *StatusOptions) printControlPlane(ctx context.Context, c *api.Client, now time.Time) {
+	if o.Name != "" {
+		return
+	}
+	st, err := c.ControlPlane(ctx)
+	if err != nil || st.Store != "etcd" {
+		return
+	}
+	fmt.Fprintln(o.f.IO.Out)
+	fmt.Fprintf(o.f.IO.Out, "Store: etcd %s (prefix %s); leader: %s\n", strings.Join(st.Endpoints, ","), st.Prefix, orNone(st.Leader))
+	t := newTable(o.f.IO.Out, "REPLICA", "ROLE", "API", "ANSWERED")
+	for _, r := range st.Replicas {
+		role, answered := "follower", ""
+		if r.Leader {
+			role = "leader"
+		}
+		if r.Name == st.Self {
+			answered = "*"
+			if !st.LeadingSince.IsZero() {
+				role += " for " + age(now, st.LeadingSince)
+			}
+		}
+		t.row(r.Name, role, r.API, answered)
 	}
 	t.flush()
 }

@@ -2,6 +2,11 @@
 // store (package state), the API server (package api) and the controller
 // (package controller), all rooted in one home directory. `anycloud
 // controller` runs it in the foreground; `anycloud up` in the background.
+//
+// On a shared etcd store (Config.Store etcd://…) it is one replica of
+// several: every replica serves the API; one, elected (replica), runs the
+// controller on a store fenced on its leadership and with providers that
+// check it before every cloud call (fencedProviders).
 package controlplane
 
 import (
@@ -16,12 +21,14 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/anycloud/anycloud/api"
 	"github.com/anycloud/anycloud/controller"
 	"github.com/anycloud/anycloud/dashboard"
 	awsprovider "github.com/anycloud/anycloud/provider/aws"
+	"github.com/anycloud/anycloud/seal"
 	"github.com/anycloud/anycloud/state"
 )
 
@@ -61,6 +68,35 @@ type Config struct {
 	// MetricsAddr, when set, also serves /metrics (Prometheus) on TCP at
 	// this loopback address; the API socket always serves it.
 	MetricsAddr string
+
+	// Store is where the state lives: "" (or "bolt") for the home's
+	// state.db; etcd://HOST:PORT[,HOST:PORT...] for an etcd cluster that
+	// several control planes share (see ParseStore).
+	Store string
+	// EtcdTLS secures the connection to etcd.
+	EtcdTLS EtcdTLS
+	// EtcdPrefix is where the store's keys live in etcd ("/anycloud/").
+	EtcdPrefix string
+	// CipherKeyFile is the cipher key on a shared store: the same file
+	// given to every control plane (default: the home's cipher.key).
+	CipherKeyFile string
+	// LeaderLease is the TTL of this control plane's etcd session
+	// (DefaultLeaderLease): how soon another takes over when the leader
+	// stops renewing it.
+	LeaderLease time.Duration
+	// Name names this control plane among the replicas of a shared store
+	// (default: host name and pid).
+	Name string
+	// Providers, when set, replaces the local and AWS providers: the
+	// failover tests count cloud calls with it.
+	Providers controller.Providers
+	// Listen, when set, also serves the API to remote users (bearer
+	// tokens, `anycloud users add`) at https://ADDR with TLSCertFile and
+	// TLSKeyFile, or http://ADDR on loopback only.
+	Listen                  string
+	TLSCertFile, TLSKeyFile string
+	// onCommit is told of each write committed to etcd (tests).
+	onCommit func(fenced bool)
 }
 
 // MemoryLimit is the control plane process's soft memory limit
@@ -72,7 +108,10 @@ const MemoryLimit = 96 << 20
 // Run serves the control plane until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
 	log := cfg.Log
-	store, err := state.OpenBolt(cfg.Home, state.BoltOptions{})
+	if err := seal.EnsureHome(cfg.Home); err != nil {
+		return err
+	}
+	store, shared, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -85,14 +124,53 @@ func Run(ctx context.Context, cfg Config) error {
 	defer os.Remove(pidPath)
 
 	reg, requests := newRegistry()
-	provs := &providers{cluster: store.ClusterID(), home: cfg.Home, tuneAWS: cfg.TuneAWS, requests: requests}
-	defer provs.close()
-	ctrl := controller.New(controller.Options{
-		Store: store, Providers: provs, Log: log.WithName("controller"),
-		Resync: cfg.Resync, OrphanGrace: cfg.OrphanGrace, Metrics: reg, GitHub: githubLogin(cfg.Home),
-	})
-	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	local := &providers{cluster: store.ClusterID(), home: cfg.Home, tuneAWS: cfg.TuneAWS, requests: requests}
+	defer local.close()
+	var provs controller.Providers = local
+	if cfg.Providers != nil {
+		provs = cfg.Providers
+	}
+	newController := func(s state.Store, p controller.Providers, metrics prometheus.Registerer) *controller.Controller {
+		return controller.New(controller.Options{
+			Store: s, Providers: p, Log: log.WithName("controller"),
+			Resync: cfg.Resync, OrphanGrace: cfg.OrphanGrace, Metrics: metrics, GitHub: githubLogin(cfg.Home),
+		})
+	}
+	var (
+		ctrl     *controller.Controller
+		gatherer prometheus.Gatherer = reg
+		rep      *replica
+	)
+	if shared == nil {
+		ctrl = newController(store, provs, reg)
+	} else {
+		// Every replica serves logs and SSH (they read); only the leader
+		// runs a controller, a new one per term, fenced.
+		ctrl = newController(store, provs, prometheus.NewRegistry())
+		terms := &termGatherer{}
+		gatherer = prometheus.Gatherers{reg, terms}
+		addr := cfg.Listen
+		if addr == "" {
+			addr = filepath.Join(cfg.Home, api.SocketFile)
+		}
+		rep = &replica{name: cfg.Name, addr: addr, store: shared, ttl: cfg.LeaderLease, log: log.WithName("election")}
+		if rep.name == "" {
+			host, _ := os.Hostname()
+			rep.name = fmt.Sprintf("%s-%d", host, os.Getpid())
+		}
+		if rep.ttl == 0 {
+			rep.ttl = DefaultLeaderLease
+		}
+		rep.lead = func(ctx context.Context, fenced *state.Etcd) error {
+			c := newController(fenced, fencedProviders{inner: provs, check: fenced.CheckFence}, terms.next())
+			return c.Run(ctx)
+		}
+	}
+	metrics := promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})
 	srv := &api.Server{Store: store, Sealing: box, Log: log.WithName("api"), Version: cfg.Version, Logs: ctrl.Logs, SSH: ctrl.SSHInfo, Metrics: metrics}
+	if rep != nil {
+		srv.ControlPlane = rep.status
+	}
 	var metricsLn net.Listener
 	if cfg.MetricsAddr != "" {
 		if metricsLn, err = listenLoopback(cfg.MetricsAddr); err != nil {
@@ -103,6 +181,13 @@ func Run(ctx context.Context, cfg Config) error {
 		mux.Handle("GET /metrics", metrics)
 		go (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(metricsLn)
 		log.Info("metrics serving", "url", "http://"+metricsLn.Addr().String()+"/metrics")
+	}
+	var remoteLn net.Listener
+	if cfg.Listen != "" {
+		if remoteLn, err = api.ListenRemote(cfg.Listen, cfg.TLSCertFile, cfg.TLSKeyFile); err != nil {
+			return err
+		}
+		defer remoteLn.Close()
 	}
 	sock := filepath.Join(cfg.Home, api.SocketFile)
 	ln, err := api.Listen(sock)
@@ -149,12 +234,19 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	srv.Dashboard = dash.Ticket
 	log.Info("dashboard serving", "url", dash.URL())
+	if remoteLn != nil {
+		log.Info("API serving remote users", "url", cfg.Listen, "addr", remoteLn.Addr().String())
+		go srv.ServeRemote(ctx, remoteLn)
+	}
 	dashDone := make(chan error, 1)
 	go func() { dashDone <- dash.Serve(ctx) }()
 	ctrlDone := make(chan error, 1)
-	if cfg.APIOnly {
+	switch {
+	case cfg.APIOnly:
 		ctrlDone <- nil
-	} else {
+	case rep != nil:
+		go func() { rep.run(ctx); ctrlDone <- nil }()
+	default:
 		go func() { ctrlDone <- ctrl.Run(ctx) }()
 	}
 	err = srv.ServeListener(ctx, ln)
