@@ -45,7 +45,8 @@ load=$(cut -d' ' -f1-3 /proc/loadavg)
   echo "| apply of 10,000 objects within about 5x the bbolt floor, a few KB per object | BenchmarkApplyVersusBoltFloor: cpu-s-apply / cpu-s-bolt-floor (CPU; wall time on a loaded machine is the wait for a core), ratio (wall), B-alloc-per-object |"
   echo "| EC2 event in the queue -> replacement RunInstances p50 < 1 s | BenchmarkInterruptionsAWS/events: s-warning-to-runinstances-p50, -max; s-terminated-to-runinstances-p50 (state-change event) |"
   echo "| termination: events vs resync only (30s) vs 15s polling | BenchmarkInterruptionsAWS: events s-terminated-to-runinstances-p50 vs resync-30s vs poll-15s, same run |"
-  echo "| local docker kill -> replacement running: p50 < 1 s, max < 3 s over 50 kills, a busy loop per core | BenchmarkLocalKillToReplacement: s-p50, s-max |"
+  echo "| local docker kill -> replacement running: p50 < 1 s, max < 3 s over 50 kills, a busy loop per core | BenchmarkLocalKillToReplacement: s-p50, s-max; s-kill-to-create-p50 is anycloud's share (kill -> the engine's create event) |"
+  echo "| etcd: the other control plane leads within 15 s of the leader's death | BenchmarkEtcdFailover: s-takeover (default 5 s lease) |"
   echo
   echo "Raw output:"
   echo
