@@ -67,6 +67,16 @@ func loadClientConfig(home string) (*ClientConfig, error) {
 	return cfg, nil
 }
 
+// homeConfig is the home directory and the client configuration in it.
+func homeConfig(f *Factory) (string, *ClientConfig, error) {
+	home, err := f.HomeDir()
+	if err != nil {
+		return "", nil, err
+	}
+	cfg, err := loadClientConfig(home)
+	return home, cfg, err
+}
+
 func saveClientConfig(home string, cfg *ClientConfig) error {
 	if err := seal.EnsureHome(home); err != nil {
 		return err
@@ -169,11 +179,7 @@ socket. --server, --token, --ca-file and --context override the file.`,
 		Short: "Add or change a context",
 		Args:  exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			home, err := f.HomeDir()
-			if err != nil {
-				return err
-			}
-			cfg, err := loadClientConfig(home)
+			home, cfg, err := homeConfig(f)
 			if err != nil {
 				return err
 			}
@@ -223,11 +229,7 @@ socket. --server, --token, --ca-file and --context override the file.`,
 		Short: "Talk to the control plane of a context from now on ('local' for the socket)",
 		Args:  exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			home, err := f.HomeDir()
-			if err != nil {
-				return err
-			}
-			cfg, err := loadClientConfig(home)
+			home, cfg, err := homeConfig(f)
 			if err != nil {
 				return err
 			}
@@ -250,11 +252,7 @@ socket. --server, --token, --ca-file and --context override the file.`,
 		Short: "List the contexts; * marks the current one",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			home, err := f.HomeDir()
-			if err != nil {
-				return err
-			}
-			cfg, err := loadClientConfig(home)
+			home, cfg, err := homeConfig(f)
 			if err != nil {
 				return err
 			}

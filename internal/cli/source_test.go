@@ -14,7 +14,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/hex"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -74,33 +73,7 @@ func processes() string {
 // the token.
 func vmDiskHasToken(t *testing.T, docker *client.Client, ctr string) []string {
 	t.Helper()
-	rc, err := docker.ContainerExport(context.Background(), ctr, client.ContainerExportOptions{})
-	if err != nil {
-		t.Fatalf("export VM %s: %v", ctr, err)
-	}
-	defer rc.Close()
-	var found []string
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("read the export of VM %s: %v", ctr, err)
-		}
-		if h.Typeflag != tar.TypeReg {
-			continue
-		}
-		b, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if hasToken(b) {
-			found = append(found, h.Name)
-		}
-	}
-	return found
+	return exportHolds(t, docker, ctr, hasToken)
 }
 
 // fileOf reads a file of a container.

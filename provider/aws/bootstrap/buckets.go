@@ -188,23 +188,8 @@ one() { # index args...: rclone with bucket index's session credentials, if any
 	return b.String()
 }
 
-// writeSecretScript writes standard input to the file "$1", 0600 root,
-// in a directory that must be a tmpfs: session credentials never reach a
-// disk.
-const writeSecretScript = `set -eu
-umask 077
-d=$(dirname -- "$1")
-mkdir -p -- "$d"
-chmod 700 -- "$d"
-case $(stat -f -c %T -- "$d") in
-tmpfs|ramfs) ;;
-*) echo "$d is not a tmpfs: refusing to write credentials to a disk" >&2; exit 1 ;;
-esac
-t=$(mktemp -- "$1.XXXXXX")
-cat > "$t"
-chown 0:0 -- "$t"
-chmod 600 -- "$t"
-mv -f -- "$t" "$1"`
+// writeSecretScript writes session credentials to a tmpfs (tmpfs.go).
+var writeSecretScript = writeOnTmpfs("credentials")
 
 // startLoop ends the sync loop of an earlier bootstrap, if any, and, with
 // "$3" = yes, starts the script "$2" looping in the background, its pid in

@@ -58,20 +58,8 @@ type Source struct {
 // refused for lack of authorisation.
 var ErrUnauthorized = errors.New("not authorised")
 
-// writeTokenScript writes standard input to the file "$1", 0600 root, in
-// a directory that must be a tmpfs: the token never reaches a disk.
-const writeTokenScript = `set -eu
-umask 077
-d=$(dirname -- "$1")
-mkdir -p -- "$d"
-chmod 700 -- "$d"
-case $(stat -f -c %T -- "$d") in
-tmpfs|ramfs) ;;
-*) echo "$d is not a tmpfs: refusing to write the GitHub token to a disk" >&2; exit 1 ;;
-esac
-cat > "$1"
-chown 0:0 -- "$1"
-chmod 600 -- "$1"`
+// writeTokenScript writes the GitHub token to a tmpfs (tmpfs.go).
+var writeTokenScript = writeOnTmpfs("the GitHub token")
 
 // pullScript logs in to registry "$2" as "$3" with the token in the file
 // "$1" (on standard input: never an argument), pulls image "$4" and logs
