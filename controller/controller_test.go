@@ -37,6 +37,7 @@ type fakeCloud struct {
 	terminated  []string
 	released    []string
 	notify      func()
+	onRelease   func(uid string) // called outside mu, before Release returns
 }
 
 func newFakeCloud(key string, clock *fakeClock) *fakeCloud {
@@ -94,8 +95,12 @@ func (f *fakeCloud) Terminate(_ context.Context, id string) error {
 
 func (f *fakeCloud) Release(_ context.Context, uid string) error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.released = append(f.released, uid)
+	hook := f.onRelease
+	f.mu.Unlock()
+	if hook != nil {
+		hook(uid)
+	}
 	return nil
 }
 
@@ -362,6 +367,13 @@ func TestDeleteTerminatesTheVMThenReleasesAndLetsGo(t *testing.T) {
 	r.apply(deployment("train"))
 	r.run(0)
 	d := r.get("train")
+	// Whoever waits for the object to go (delete --wait) must find what
+	// was released gone too: Release runs while the object is still there.
+	r.cloud.onRelease = func(uid string) {
+		if _, err := r.store.Get(r.ctx, manifests.KindDeployment, "train"); err != nil {
+			t.Errorf("Release of %s ran after the deployment was gone: %v", uid, err)
+		}
+	}
 	if _, err := r.store.Delete(r.ctx, manifests.KindDeployment, "train", state.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -237,23 +237,26 @@ func (p *pass) updateMetadata(ctx context.Context, change func(*manifests.Object
 	return nil
 }
 
-// letGo removes the VM finalizer of a deleting deployment whose VMs are
-// gone, which lets the store delete it, and releases what the provider
-// kept for it (prov may be nil).
+// letGo releases what the provider kept for a deleting deployment whose
+// VMs are gone (prov may be nil), then removes the VM finalizer, which
+// lets the store delete it. Release comes first so that whoever waits
+// for the object to go (delete --wait) finds its keys and role gone too.
+// A release that fails is logged and does not hold the deletion: the
+// sweep of kept resources (kept.go) releases them later.
 func (p *pass) letGo(ctx context.Context, prov provider.Provider) error {
+	uid := p.d.Metadata.UID
+	if r, ok := prov.(provider.Releaser); ok {
+		if err := r.Release(ctx, uid); err != nil {
+			p.log.Error(err, "release provider resources")
+		}
+	}
 	if err := p.updateMetadata(ctx, func(m *manifests.ObjectMeta) { m.RemoveFinalizer(manifests.FinalizerVM) }); err != nil {
 		return fmt.Errorf("remove finalizer: %w", err)
 	}
 	p.gone = true
-	uid := p.d.Metadata.UID
 	p.c.boot.forget(uid)
 	if prov != nil {
 		p.c.vms.forget(prov, uid)
-		if r, ok := prov.(provider.Releaser); ok {
-			if err := r.Release(ctx, uid); err != nil {
-				p.log.Error(err, "release provider resources")
-			}
-		}
 	}
 	p.log.Info("deployment deleted")
 	return nil
