@@ -77,16 +77,23 @@ type statement struct {
 // s3:ListBucket limited to its prefix, s3:GetObject on the prefix's
 // objects, and s3:PutObject and s3:DeleteObject for read-write ones. It
 // names nothing else. ok is false when there is nothing to allow.
+//
+// A prefix is a folder: s3://data/imagenet allows data/imagenet/… and not
+// data/imagenet2/…, which a bare "imagenet*" would. The VM's sync lists
+// and copies the folder (rclone lists "imagenet/"), never the sibling
+// keys.
 func BucketPolicy(buckets []provider.Bucket) (doc string, ok bool) {
 	var sts []statement
 	var read, write []string
 	for _, b := range buckets {
 		list := statement{Effect: "Allow", Action: []string{"s3:ListBucket"}, Resource: []string{"arn:aws:s3:::" + b.Bucket}}
-		if b.Prefix != "" {
-			list.Condition = map[string]map[string][]string{"StringLike": {"s3:prefix": {b.Prefix, b.Prefix + "/*"}}}
+		folder := ""
+		if p := strings.Trim(b.Prefix, "/"); p != "" {
+			folder = p + "/"
+			list.Condition = map[string]map[string][]string{"StringLike": {"s3:prefix": {folder, folder + "*"}}}
 		}
 		sts = append(sts, list)
-		obj := "arn:aws:s3:::" + b.Bucket + "/" + b.Prefix + "*"
+		obj := "arn:aws:s3:::" + b.Bucket + "/" + folder + "*"
 		if !slices.Contains(read, obj) {
 			read = append(read, obj)
 		}
