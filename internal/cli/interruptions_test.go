@@ -137,7 +137,8 @@ func TestAStateChangeEventStartsRecoveryWithoutAResync(t *testing.T) {
 }
 
 // TestTheInterruptionQueueComesAndGoesWithItsCredentials: auto makes a
-// queue and four rules named after the control plane, tagged as its; a
+// queue and four rules named after the control plane and the scope
+// (anycloud-<cluster>-<scope hash>), tagged as theirs; a
 // credentials delete removes them. off makes nothing; a named queue is
 // consumed and left in place.
 func TestTheInterruptionQueueComesAndGoesWithItsCredentials(t *testing.T) {
@@ -151,9 +152,13 @@ func TestTheInterruptionQueueComesAndGoesWithItsCredentials(t *testing.T) {
 		return testenv.AWSCLI(t, a.moto, "sqs", "list-queues", "--queue-name-prefix", queue, "--output", "text")
 	}
 	a.eventually("the queue and the rules made", func() bool { return strings.Contains(queues(), queue) && len(rules()) == 4 })
-	url := strings.TrimSpace(testenv.AWSCLI(t, a.moto, "sqs", "get-queue-url", "--queue-name", queue, "--query", "QueueUrl", "--output", "text"))
+	urls := strings.Fields(testenv.AWSCLI(t, a.moto, "sqs", "list-queues", "--queue-name-prefix", queue, "--query", "QueueUrls[]", "--output", "text"))
+	if len(urls) != 1 {
+		t.Fatalf("queues of one credentials and region: %v", urls)
+	}
+	url := urls[0]
 	tags := testenv.AWSCLI(t, a.moto, "sqs", "list-queue-tags", "--queue-url", url, "--output", "json")
-	if !strings.Contains(tags, `"anycloud:managed": "true"`) || !strings.Contains(tags, a.clusterID()) {
+	if !strings.Contains(tags, `"anycloud:managed": "true"`) || !strings.Contains(tags, a.clusterID()) || !strings.Contains(tags, `"anycloud:scope": "aws/moto/us-east-1"`) {
 		t.Errorf("queue tags: %s", tags)
 	}
 	policy := testenv.AWSCLI(t, a.moto, "sqs", "get-queue-attributes", "--queue-url", url, "--attribute-names", "Policy", "--output", "text")

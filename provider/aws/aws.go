@@ -63,6 +63,10 @@ const (
 	TagCluster    = "anycloud:cluster"
 )
 
+// TagScope names, on the interruption queue and rules, the scope they
+// serve: "aws/<credentials>/<region>".
+const TagScope = "anycloud:scope"
+
 // DefaultVMType is used when a deployment names none.
 const DefaultVMType = "t3.micro"
 

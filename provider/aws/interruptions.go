@@ -2,6 +2,8 @@ package aws
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,15 +62,30 @@ var interruptionRules = []struct{ suffix, pattern string }{
 	{"scheduled-change", `{"source":["aws.health"],"detail-type":["AWS Health Event"],"detail":{"service":["EC2"],"eventTypeCategory":["scheduledChange"]}}`},
 }
 
-// queueName is the queue anycloud makes for this control plane in the
-// scope's account and region: named after the cluster, so that two
-// control planes sharing an account never share (and steal) events.
-func (p *Provider) queueName() string { return "anycloud-" + p.cluster }
+// queueName is the queue anycloud makes for this scope (credentials and
+// region): named after the cluster, so that two control planes sharing
+// an account never share (and steal) events, and after the scope, so that
+// two credentials of one account and region do not either. Each scope's
+// rules feed its own queue, so each consumer sees every event and keeps
+// those of its own VMs; removing one scope's queue leaves the others'.
+// The scope is hashed: credentials names are long, and a rule name may
+// be 64 characters ("anycloud-" + 16 + "-" + 8 + "-scheduled-change" is
+// 51).
+func (p *Provider) queueName() string { return "anycloud-" + p.cluster + "-" + p.scopeID() }
 
-func (p *Provider) ruleName(suffix string) string { return "anycloud-" + p.cluster + "-" + suffix }
+func (p *Provider) ruleName(suffix string) string { return p.queueName() + "-" + suffix }
 
+// scopeID is a short, stable name of the scope: 8 hex digits of the
+// SHA-256 of its key ("aws/<credentials>/<region>").
+func (p *Provider) scopeID() string {
+	sum := sha256.Sum256([]byte(p.key))
+	return hex.EncodeToString(sum[:4])
+}
+
+// tagMap tags the queue and rules as this cluster's, and names the scope
+// (its key) for whoever finds them in the console.
 func (p *Provider) tagMap() map[string]string {
-	return map[string]string{TagManaged: "true", TagCluster: p.cluster}
+	return map[string]string{TagManaged: "true", TagCluster: p.cluster, TagScope: p.key}
 }
 
 // Interruptions implements provider.Interrupter: it makes (auto) or finds
@@ -145,6 +162,7 @@ func (p *Provider) ensureQueue(ctx context.Context) (string, error) {
 		}
 		return sdkaws.ToString(out.QueueUrl), nil
 	}
+	p.removeSharedQueue(ctx)
 	var created *sqs.CreateQueueOutput
 	err := p.call(ctx, p.limits.sqs, "CreateQueue", func(ctx context.Context) error {
 		var err error
@@ -226,9 +244,16 @@ func (p *Provider) RemoveInterruptions(ctx context.Context) error {
 	if in.Off || in.Queue != "" || in.SQS == nil || in.EventBridge == nil {
 		return nil
 	}
+	return p.removeQueue(ctx, p.queueName())
+}
+
+// removeQueue deletes the queue named queue and its rules (queue + "-" +
+// suffix); what is already gone is not an error.
+func (p *Provider) removeQueue(ctx context.Context, queue string) error {
+	in := p.interruptions
 	var errs []error
 	for _, r := range interruptionRules {
-		name := p.ruleName(r.suffix)
+		name := queue + "-" + r.suffix
 		err := p.call(ctx, p.limits.mutate, "RemoveTargets", func(ctx context.Context) error {
 			_, err := in.EventBridge.RemoveTargets(ctx, &eventbridge.RemoveTargetsInput{Rule: sdkaws.String(name), Ids: []string{"anycloud-queue"}})
 			return err
@@ -246,7 +271,7 @@ func (p *Provider) RemoveInterruptions(ctx context.Context) error {
 	var url *sqs.GetQueueUrlOutput
 	err := p.call(ctx, p.limits.sqs, "GetQueueUrl", func(ctx context.Context) error {
 		var err error
-		url, err = in.SQS.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: sdkaws.String(p.queueName())})
+		url, err = in.SQS.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: sdkaws.String(queue)})
 		return err
 	})
 	if err == nil {
@@ -256,9 +281,25 @@ func (p *Provider) RemoveInterruptions(ctx context.Context) error {
 		})
 	}
 	if err != nil && !gone(err) {
-		errs = append(errs, fmt.Errorf("remove the interruption queue: %w", err))
+		errs = append(errs, fmt.Errorf("remove the interruption queue %s: %w", queue, err))
 	}
 	return errors.Join(errs...)
+}
+
+// removeSharedQueue removes the queue and rules that control planes
+// before per-scope queues made for every scope of the account and region
+// at once ("anycloud-<cluster>"), if they are there: its consumers are
+// gone, and it would keep collecting events nobody reads. One
+// GetQueueUrl when it is not there.
+func (p *Provider) removeSharedQueue(ctx context.Context) {
+	shared := "anycloud-" + p.cluster
+	err := p.call(ctx, p.limits.sqs, "GetQueueUrl", func(ctx context.Context) error {
+		_, err := p.interruptions.SQS.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: sdkaws.String(shared)})
+		return err
+	})
+	if err == nil {
+		p.removeQueue(ctx, shared) // best effort: a failure leaves what a later start removes
+	}
 }
 
 // gone reports an error that says the thing is not there.
