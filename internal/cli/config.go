@@ -1,14 +1,17 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
@@ -103,12 +106,22 @@ func configKey(home string, create bool) (*seal.Keyring, error) {
 	return k, err
 }
 
+// envToken is the environment variable that gives the bearer token when
+// --token does not: a flag is visible to every user of the machine in ps
+// and lands in shell history, the environment is not (as GH_TOKEN).
+const envToken = "ANYCLOUD_TOKEN"
+
 // remote returns the options of the remote control plane the command
 // talks to: --server (with --token and --ca-file), else --context or the
 // current context of the config file; ok is false for the local socket.
+// The token is --token, else $ANYCLOUD_TOKEN, else the context's own.
 func (f *Factory) remote(home string) (api.RemoteOptions, bool, error) {
+	token := f.Token
+	if token == "" {
+		token = f.IO.Getenv(envToken)
+	}
 	if f.Server != "" {
-		return api.RemoteOptions{Server: f.Server, Token: f.Token, CAFile: f.CAFile}, true, nil
+		return api.RemoteOptions{Server: f.Server, Token: token, CAFile: f.CAFile}, true, nil
 	}
 	cfg, err := loadClientConfig(home)
 	if err != nil {
@@ -125,7 +138,7 @@ func (f *Factory) remote(home string) (api.RemoteOptions, bool, error) {
 	if c == nil {
 		return api.RemoteOptions{}, false, fmt.Errorf("context %q is not in %s (see anycloud config get-contexts)", name, filepath.Join(home, ConfigFile))
 	}
-	o := api.RemoteOptions{Server: c.Server, CAFile: c.CAFile, Token: f.Token}
+	o := api.RemoteOptions{Server: c.Server, CAFile: c.CAFile, Token: token}
 	if o.Token == "" && c.SealedToken != "" {
 		k, err := configKey(home, false)
 		if err != nil {
@@ -171,14 +184,26 @@ func NewCmdConfig(f *Factory) *cobra.Command {
 its certificate and your token from 'anycloud users add'. Contexts live in
 $ANYCLOUD_HOME/config (mode 0600); tokens in it are sealed with
 $ANYCLOUD_HOME/config.key. With no current context the CLI uses the local
-socket. --server, --token, --ca-file and --context override the file.`,
+socket. --server, --token, --ca-file and --context override the file, and
+$ANYCLOUD_TOKEN stands in for --token (a flag shows in ps; the environment
+does not).`,
 	}
 	var server, token, caFile string
+	var tokenStdin bool
 	set := &cobra.Command{
-		Use:   "set-context NAME --server https://HOST:PORT [--token TOKEN] [--ca-file FILE]",
+		Use:   "set-context NAME --server https://HOST:PORT [--token-stdin | --token TOKEN] [--ca-file FILE]",
 		Short: "Add or change a context",
 		Args:  exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if tokenStdin {
+				if token != "" {
+					return usageErrorf("config set-context: --token and --token-stdin both name the token; give one")
+				}
+				var err error
+				if token, err = readTokenLine(f.IO.In); err != nil {
+					return err
+				}
+			}
 			home, cfg, err := homeConfig(f)
 			if err != nil {
 				return err
@@ -222,7 +247,8 @@ socket. --server, --token, --ca-file and --context override the file.`,
 		},
 	}
 	set.Flags().StringVar(&server, "server", "", "the control plane's --listen URL, https://HOST:PORT")
-	set.Flags().StringVar(&token, "token", "", "your token from 'anycloud users add' (stored sealed)")
+	set.Flags().StringVar(&token, "token", "", "your token from 'anycloud users add' (stored sealed; visible in ps while this runs: prefer --token-stdin)")
+	set.Flags().BoolVar(&tokenStdin, "token-stdin", false, "read your token from standard input (stored sealed)")
 	set.Flags().StringVar(&caFile, "ca-file", "", "the CA certificate that signs the control plane's certificate")
 	use := &cobra.Command{
 		Use:   "use-context NAME",
@@ -363,4 +389,21 @@ managed on the control plane's machine (its socket), not remotely.`,
 	}
 	cmd.AddCommand(add, list, remove)
 	return cmd
+}
+
+// readTokenLine reads a token from the first line of in (a pipe, a file,
+// or the terminal), refusing an empty one.
+func readTokenLine(in io.Reader) (string, error) {
+	if in == nil {
+		return "", usageErrorf("--token-stdin: no standard input")
+	}
+	line, err := bufio.NewReader(in).ReadString('\n')
+	token := strings.TrimSpace(line)
+	if token == "" {
+		if err != nil && !errors.Is(err, io.EOF) {
+			return "", fmt.Errorf("read the token from stdin: %w", err)
+		}
+		return "", usageErrorf("--token-stdin: standard input holds no token")
+	}
+	return token, nil
 }

@@ -31,7 +31,14 @@ func TestRemoteContextWorksUntilTheUserIsRemoved(t *testing.T) {
 
 	client := t.TempDir() // another machine's home
 	at := func(args ...string) result { return e.run(append([]string{"--home", client}, args...)...) }
-	if r := at("config", "set-context", "team", "--server", server, "--token", token, "--ca-file", certFile); r.err != nil {
+	// The token comes on stdin, never as a flag that ps would show.
+	if r := e.runIn("", "--home", client, "config", "set-context", "team", "--server", server, "--token-stdin", "--ca-file", certFile); r.err == nil || !strings.Contains(r.stderr, "no token") {
+		t.Errorf("set-context --token-stdin with nothing on stdin:\n%s\nwant refused", r)
+	}
+	if r := e.runIn(token+"\n", "--home", client, "config", "set-context", "team", "--server", server, "--token-stdin", "--token", token); r.err == nil {
+		t.Errorf("set-context with --token and --token-stdin:\n%s\nwant refused", r)
+	}
+	if r := e.runIn(token+"\n", "--home", client, "config", "set-context", "team", "--server", server, "--token-stdin", "--ca-file", certFile); r.err != nil {
 		t.Fatalf("%s", r)
 	}
 	if r := at("config", "use-context", "team"); r.err != nil {
@@ -60,6 +67,16 @@ func TestRemoteContextWorksUntilTheUserIsRemoved(t *testing.T) {
 	if !strings.Contains(gc.stdout, "* ") || !strings.Contains(gc.stdout, "team") {
 		t.Errorf("get-contexts:\n%s\nwant team current", gc.stdout)
 	}
+
+	// $ANYCLOUD_TOKEN stands in for --token.
+	if r := at("--server", server, "--ca-file", certFile, "get", "deploy"); r.err == nil {
+		t.Errorf("--server with no token:\n%s\nwant refused", r)
+	}
+	e.vars["ANYCLOUD_TOKEN"] = token
+	if r := at("--server", server, "--ca-file", certFile, "get", "deploy"); r.err != nil {
+		t.Errorf("--server with $ANYCLOUD_TOKEN:\n%s", r)
+	}
+	delete(e.vars, "ANYCLOUD_TOKEN")
 
 	e.must("users", "remove", "alice")
 	if r := at("secrets", "list"); r.err == nil || !strings.Contains(r.stderr, "not valid") {

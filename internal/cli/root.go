@@ -223,7 +223,7 @@ Credentials manifests; a local control plane keeps the cloud matching them.`,
 	root.SetErr(f.IO.ErrOut)
 	root.PersistentFlags().StringVar(&f.Home, "home", "", "state directory (env ANYCLOUD_HOME, default ~/.anycloud)")
 	root.PersistentFlags().StringVar(&f.Server, "server", "", "a remote control plane's URL, https://HOST:PORT (default: the context in $ANYCLOUD_HOME/config, else the local socket)")
-	root.PersistentFlags().StringVar(&f.Token, "token", "", "your bearer token for --server (from 'anycloud users add')")
+	root.PersistentFlags().StringVar(&f.Token, "token", "", "your bearer token for --server (from 'anycloud users add'; or $ANYCLOUD_TOKEN, which ps does not show)")
 	root.PersistentFlags().StringVar(&f.CAFile, "ca-file", "", "the CA certificate that signs --server's certificate")
 	root.PersistentFlags().StringVar(&f.Context, "context", "", "use this context of $ANYCLOUD_HOME/config ('local' for the socket)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
