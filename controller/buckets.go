@@ -3,7 +3,9 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -165,4 +167,116 @@ func bucketsLine(st []manifests.BucketStatus) string {
 		return ""
 	}
 	return " (buckets: " + strings.Join(parts, ", ") + ")"
+}
+
+// bucketReads holds, per deployment uid, when the VM's sync results are
+// read next. A VM copies its read-write buckets back at their interval,
+// long after its bootstrap read the first results; the controller reads
+// them again at that pace (and no sooner: each read is an SSH session),
+// so that status.buckets says how the last copy back went.
+type bucketReads struct {
+	mu   sync.Mutex
+	next map[string]bucketRead
+}
+
+type bucketRead struct {
+	vm string
+	at time.Time
+}
+
+func newBucketReads() *bucketReads { return &bucketReads{next: map[string]bucketRead{}} }
+
+// due reports whether vm of uid's results are to be read at now: never
+// read (since the controller started), or its interval has passed.
+func (b *bucketReads) due(uid, vm string, now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r, ok := b.next[uid]
+	return !ok || r.vm != vm || !now.Before(r.at)
+}
+
+// read records that vm of uid's results were read, next at at.
+func (b *bucketReads) read(uid, vm string, at time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.next[uid] = bucketRead{vm: vm, at: at}
+}
+
+// forget drops uid's record: the deployment is gone.
+func (b *bucketReads) forget(uid string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.next, uid)
+}
+
+// copyBackInterval is the shortest interval of d's read-write buckets
+// (0: it has none).
+func copyBackInterval(d *manifests.Deployment) time.Duration {
+	var every time.Duration
+	for _, b := range d.Spec.Buckets {
+		if b.ReadWrite() && (every == 0 || b.Interval() < every) {
+			every = b.Interval()
+		}
+	}
+	return every
+}
+
+// refreshBuckets reads again how the running VM's copies back went, at
+// the pace of its read-write buckets, into status.buckets, with an event
+// when a bucket's result changes (a copy back that starts failing is a
+// warning: what the workload writes no longer leaves the VM). The
+// messages are rclone's; rclone never sees the workload's environment,
+// and its errors do not quote the session credentials it signs with.
+func (p *pass) refreshBuckets(ctx context.Context, observed []provider.VM, needsBootstrap bool) {
+	d, cur := p.d, p.st.VM
+	every := copyBackInterval(d)
+	if every == 0 || d.Metadata.DeletionTimestamp != nil || cur == nil || (needsBootstrap && !cur.Bootstrapped) || len(p.st.Buckets) != len(d.Spec.Buckets) {
+		return
+	}
+	bs, ok := p.prov.(provider.BucketSyncer)
+	if !ok {
+		return
+	}
+	var vm provider.VM
+	for _, o := range observed {
+		if o.ID == cur.ID && o.State == provider.StateRunning {
+			vm = o
+		}
+	}
+	now := p.c.clock.Now()
+	if vm.ID == "" || !p.c.buckets.due(d.Metadata.UID, vm.ID, now) {
+		return
+	}
+	vm.Deployment, vm.UID = d.Metadata.Name, d.Metadata.UID
+	req := launchRequest(d, vm.Attempt, nil)
+	res, err := bs.BucketStatus(ctx, vm, req.Buckets)
+	if err != nil {
+		// Looked at again at the next resync, not at once: a VM that
+		// does not answer is the reconcile's business, not this read's.
+		p.log.V(1).Info("bucket status unreadable", "vm", vm.ID, "error", err.Error())
+		p.c.buckets.read(d.Metadata.UID, vm.ID, now.Add(min(every, p.c.resync)))
+		return
+	}
+	p.c.buckets.read(d.Metadata.UID, vm.ID, now.Add(every))
+	st := slices.Clone(p.st.Buckets)
+	for _, r := range res {
+		for i := range st {
+			b := &st[i]
+			if b.Path != r.Path || !r.At.After(b.LastSync) {
+				continue
+			}
+			was := b.Result
+			b.LastSync, b.Result, b.Message = r.At, manifests.SyncFailed, r.Message
+			if r.OK {
+				b.Result, b.Message = manifests.SyncOK, ""
+			}
+			switch {
+			case b.Result == manifests.SyncFailed && was != manifests.SyncFailed:
+				p.c.event(ctx, d, state.EventWarning, ReasonBucketSync, fmt.Sprintf("copying %s back to %s failed on VM %s: %s", b.Path, b.URI, vm.ID, b.Message))
+			case b.Result == manifests.SyncOK && was == manifests.SyncFailed:
+				p.c.event(ctx, d, state.EventNormal, ReasonBucketSync, fmt.Sprintf("copying %s back to %s works again on VM %s", b.Path, b.URI, vm.ID))
+			}
+		}
+	}
+	p.st.Buckets = st
 }

@@ -2,7 +2,9 @@ package controller
 
 import (
 	"context"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -103,5 +105,116 @@ func TestAnEventWarnsAnHourBeforeBucketCredentialsExpire(t *testing.T) {
 	}
 	if n := strings.Count(r.events("train"), ReasonCredentialsExpiring); n != 1 {
 		t.Errorf("%d expiry warnings, want 1:\n%s", n, r.events("train"))
+	}
+}
+
+// copyingCloud is a fakeCloud whose VMs are bootstrapped and copy their
+// buckets back on their own: results is what the VM's sync last
+// recorded, as BucketStatus reads it.
+type copyingCloud struct {
+	*fakeCloud
+	mu      sync.Mutex
+	results []provider.BucketSync
+	reads   int
+}
+
+func (c *copyingCloud) Bootstrap(context.Context, provider.VM, provider.LaunchRequest) error {
+	return nil
+}
+
+func (c *copyingCloud) FlushBuckets(context.Context, provider.VM, []provider.Bucket) error {
+	return nil
+}
+
+func (c *copyingCloud) BucketStatus(context.Context, provider.VM, []provider.Bucket) ([]provider.BucketSync, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reads++
+	return slices.Clone(c.results), nil
+}
+
+func (c *copyingCloud) set(r ...provider.BucketSync) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.results = r
+}
+
+func (c *copyingCloud) readCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reads
+}
+
+// TestStatusFollowsTheCopiesBackAfterTheFirst: the VM copies its
+// read-write bucket back every interval; the controller reads the result
+// again at that pace (not at every reconcile: each read is an SSH
+// session), status.buckets shows the last one, and a copy back that
+// starts failing, or works again, is an event.
+func TestStatusFollowsTheCopiesBackAfterTheFirst(t *testing.T) {
+	r := newRig(t)
+	cloud := &copyingCloud{fakeCloud: r.cloud}
+	r.c.providers = fixed{cloud}
+	cloud.set(provider.BucketSync{Path: "/out", At: r.clock.Now(), OK: true})
+	r.apply(deployment("train", func(d *manifests.Deployment) {
+		withBuckets(d)
+		d.Spec.Buckets[0].SyncInterval = "5m"
+	}))
+	r.run(0)
+	bucket := func() manifests.BucketStatus {
+		t.Helper()
+		st := r.get("train").Status.Buckets
+		if len(st) != 1 {
+			t.Fatalf("status.buckets = %+v", st)
+		}
+		return st[0]
+	}
+	if b := bucket(); b.Result != manifests.SyncOK || cloud.readCount() != 1 {
+		t.Fatalf("after the bootstrap: %+v, %d reads", b, cloud.readCount())
+	}
+
+	// A reconcile within the interval does not dial the VM.
+	r.clock.Step(time.Minute)
+	r.c.queue.Add("train")
+	r.run(0)
+	if n := cloud.readCount(); n != 1 {
+		t.Errorf("%d reads a minute after the bootstrap, want 1", n)
+	}
+
+	// The next copy back fails: status and a warning say so.
+	failedAt := r.clock.Now().Add(4 * time.Minute)
+	cloud.set(provider.BucketSync{Path: "/out", At: failedAt, Message: "AccessDenied: Access Denied"})
+	r.clock.Step(5 * time.Minute)
+	r.c.queue.Add("train")
+	r.run(0)
+	if b := bucket(); b.Result != manifests.SyncFailed || !b.LastSync.Equal(failedAt) || !strings.Contains(b.Message, "AccessDenied") {
+		t.Errorf("after a failed copy back: %+v", b)
+	}
+	ev := r.events("train")
+	if !strings.Contains(ev, ReasonBucketSync) || !strings.Contains(ev, "copying /out back to s3://out/run1 failed") {
+		t.Errorf("no warning of the failed copy back:\n%s", ev)
+	}
+
+	// The same failure read again is not said again; a copy back that
+	// works again is.
+	r.clock.Step(5 * time.Minute)
+	r.c.queue.Add("train")
+	r.run(0)
+	okAt := r.clock.Now()
+	cloud.set(provider.BucketSync{Path: "/out", At: okAt, OK: true})
+	r.clock.Step(5 * time.Minute)
+	r.c.queue.Add("train")
+	r.run(0)
+	if b := bucket(); b.Result != manifests.SyncOK || b.Message != "" || !b.LastSync.Equal(okAt) {
+		t.Errorf("after a copy back that works again: %+v", b)
+	}
+	ev = r.events("train")
+	if n := strings.Count(ev, "failed on VM"); n != 1 {
+		t.Errorf("%d failure events, want 1:\n%s", n, ev)
+	}
+	if !strings.Contains(ev, "works again") {
+		t.Errorf("no event when the copy back works again:\n%s", ev)
+	}
+	if n := cloud.readCount(); n != 4 {
+		t.Errorf("%d reads over 16 minutes at a 5m interval, want 4", n)
 	}
 }

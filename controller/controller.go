@@ -62,6 +62,7 @@ type Controller struct {
 	queue         *Queue
 	vms           *vmCache
 	boot          *bootBackoff
+	buckets       *bucketReads
 	close         *closeWatch
 	interruptions *interruptions
 	metrics       *metrics
@@ -110,7 +111,7 @@ func New(o Options) *Controller {
 	c := &Controller{
 		store: o.Store, providers: o.Providers, log: o.Log, clock: o.Clock,
 		resync: o.Resync, workers: o.Workers, grace: o.OrphanGrace,
-		queue: NewQueue(o.Clock, o.Queue), vms: newVMCache(), boot: newBootBackoff(), seen: map[string]string{},
+		queue: NewQueue(o.Clock, o.Queue), vms: newVMCache(), boot: newBootBackoff(), buckets: newBucketReads(), seen: map[string]string{},
 		orphans: map[string]map[string]time.Time{}, github: o.GitHub,
 		kept: map[string]map[string]time.Time{}, keptListed: map[string]time.Time{},
 	}

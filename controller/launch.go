@@ -164,6 +164,9 @@ func (p *pass) bootstrap(ctx context.Context, b provider.Bootstrapper) (Result, 
 	vm.Bootstrapped = true
 	vm.BundleVersions = versions
 	p.st.Buckets = p.bucketStatus(ctx, target, req, expiry, scrub)
+	if every := copyBackInterval(d); every > 0 {
+		p.c.buckets.read(d.Metadata.UID, vm.ID, p.c.clock.Now().Add(every))
+	}
 	clear(sessions)
 	p.c.event(ctx, d, state.EventNormal, reconcile.ReasonBootstrapped, fmt.Sprintf("started the workload on VM %s", vm.ID)+withBundles(d, versions)+bucketsLine(p.st.Buckets))
 	p.log.Info("workload started", "vm", vm.ID)

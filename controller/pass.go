@@ -204,6 +204,7 @@ func (p *pass) run(ctx context.Context) (Result, error) {
 		}
 		result = Result{RequeueAfter: plan.RequeueAfter}
 		if !acted {
+			p.refreshBuckets(ctx, observed, needsBootstrap)
 			return result, nil
 		}
 		observed = p.c.vms.cached(prov, p.d.Metadata.UID)
@@ -255,6 +256,7 @@ func (p *pass) letGo(ctx context.Context, prov provider.Provider) error {
 	}
 	p.gone = true
 	p.c.boot.forget(uid)
+	p.c.buckets.forget(uid)
 	if prov != nil {
 		p.c.vms.forget(prov, uid)
 	}
