@@ -111,11 +111,6 @@ func (b *bootingCloud) counts() (dials int) {
 	return b.dials
 }
 
-type oneProvider struct{ p provider.Provider }
-
-func (o oneProvider) For(context.Context, *manifests.Credentials, map[string]string, string) (provider.Provider, error) {
-	return o.p, nil
-}
 
 // countingStore counts the writes the controller makes.
 type countingStore struct {
@@ -167,7 +162,7 @@ func TestAVMThatCannotBeReachedForAMinuteIsDialledAFewTimesThenBecomesReady(t *t
 	defer bolt.Close()
 	store := &countingStore{Store: bolt}
 	cloud := &bootingCloud{clock: clock, vms: map[string]provider.VM{}}
-	c := New(Options{Store: store, Providers: oneProvider{cloud}, Log: logr.Discard(), Clock: clock})
+	c := New(Options{Store: store, Providers: fixed{cloud}, Log: logr.Discard(), Clock: clock})
 	c.close.manual = true
 	d := &manifests.Deployment{
 		TypeMeta: manifests.TypeMeta{APIVersion: manifests.APIVersion, Kind: manifests.KindDeployment},
@@ -226,7 +221,7 @@ func TestAVMThatNeverBootsIsReplacedAfterTheBootTimeout(t *testing.T) {
 	}
 	defer bolt.Close()
 	cloud := &bootingCloud{clock: clock, vms: map[string]provider.VM{}}
-	c := New(Options{Store: bolt, Providers: oneProvider{cloud}, Log: logr.Discard(), Clock: clock})
+	c := New(Options{Store: bolt, Providers: fixed{cloud}, Log: logr.Discard(), Clock: clock})
 	c.close.manual = true
 	d := &manifests.Deployment{
 		TypeMeta: manifests.TypeMeta{APIVersion: manifests.APIVersion, Kind: manifests.KindDeployment},
@@ -274,7 +269,7 @@ func TestALaunchedVMIsDialledSoonAfterItRunsNotAtTheNextResync(t *testing.T) {
 	}
 	defer bolt.Close()
 	cloud := &bootingCloud{clock: clock, vms: map[string]provider.VM{}, pendingFor: 5 * time.Second, up: true}
-	c := New(Options{Store: bolt, Providers: oneProvider{cloud}, Log: logr.Discard(), Clock: clock})
+	c := New(Options{Store: bolt, Providers: fixed{cloud}, Log: logr.Discard(), Clock: clock})
 	c.close.manual = true
 	d := &manifests.Deployment{
 		TypeMeta: manifests.TypeMeta{APIVersion: manifests.APIVersion, Kind: manifests.KindDeployment},
@@ -315,7 +310,7 @@ func TestALaunchedVMIsDialledSoonAfterItRunsNotAtTheNextResync(t *testing.T) {
 func TestManyStartingVMsAreListedNotDescribedByID(t *testing.T) {
 	clock := newFakeClock()
 	cloud := &bootingCloud{clock: clock, vms: map[string]provider.VM{}, pendingFor: time.Hour}
-	c := New(Options{Providers: oneProvider{cloud}, Log: logr.Discard(), Clock: clock})
+	c := New(Options{Providers: fixed{cloud}, Log: logr.Discard(), Clock: clock})
 	c.close.manual = true
 	ctx := context.Background()
 	for i := range 2500 {

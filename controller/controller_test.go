@@ -487,6 +487,7 @@ func (p *panicky) Launch(ctx context.Context, req provider.LaunchRequest) (provi
 	return p.fakeCloud.Launch(ctx, req)
 }
 
+// fixed hands every deployment the same provider.
 type fixed struct{ p provider.Provider }
 
 func (f fixed) For(context.Context, *manifests.Credentials, map[string]string, string) (provider.Provider, error) {
@@ -647,7 +648,7 @@ func TestAForcedDeleteLeavesItsVMToTheSweepWhichEndsIt(t *testing.T) {
 func TestTheCloseWatchLoopFollowsAStartingVMThenStops(t *testing.T) {
 	clock := newFakeClock()
 	cloud := &bootingCloud{clock: clock, vms: map[string]provider.VM{}, pendingFor: 3 * time.Second, up: true}
-	c := New(Options{Store: nil, Providers: oneProvider{cloud}, Log: logr.Discard(), Clock: clock})
+	c := New(Options{Store: nil, Providers: fixed{cloud}, Log: logr.Discard(), Clock: clock})
 	vm, _ := cloud.Launch(context.Background(), provider.LaunchRequest{Deployment: "train", UID: "uid", Attempt: 1})
 	c.vms.put(cloud, vm)
 	ctx, cancel := context.WithCancel(context.Background())

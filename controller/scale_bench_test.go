@@ -247,7 +247,7 @@ func BenchmarkLaunchToFirstSSH(b *testing.B) {
 		}
 		cloud := &bootingCloud{vms: map[string]provider.VM{}, pendingFor: 3 * time.Second, up: true}
 		rc := &realBooting{bootingCloud: cloud, first: make(chan time.Time, 1)}
-		c := New(Options{Store: store, Providers: oneProvider{rc}, Log: logr.Discard(), Resync: 30 * time.Second})
+		c := New(Options{Store: store, Providers: fixed{rc}, Log: logr.Discard(), Resync: 30 * time.Second})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- c.Run(ctx) }()
