@@ -111,7 +111,6 @@ func (b *bootingCloud) counts() (dials int) {
 	return b.dials
 }
 
-
 // countingStore counts the writes the controller makes.
 type countingStore struct {
 	state.Store
