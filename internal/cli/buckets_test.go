@@ -161,6 +161,12 @@ spec:
 	if _, ok := getObject(s3c, "out", "final/copy.txt"); ok {
 		t.Error("the hourly bucket was copied back already")
 	}
+	// status.buckets follows the copies back, not only the first sync.
+	bootSync := d.Status.Buckets[1].LastSync
+	a.eventually("status.buckets showing a later copy back of s3://out/run1", func() bool {
+		b := a.ready(name).Status.Buckets
+		return len(b) == 4 && b[1].LastSync.After(bootSync) && b[1].Result == manifests.SyncOK
+	})
 
 	// EC2 warns that it takes the VM back: the VM copies the hourly
 	// bucket back while its replacement starts.
