@@ -2,6 +2,8 @@ package local_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"os/exec"
 	"testing"
@@ -11,10 +13,24 @@ import (
 	"github.com/anycloud/anycloud/provider/local"
 )
 
+// randomUID is a deployment uid of this test run: container names hold
+// the uid, and two test runs on one machine (two checkouts, or make test
+// beside go test -race) must not take each other's containers.
+func randomUID(t *testing.T) string {
+	t.Helper()
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b[:])
+}
+
 func newProvider(t *testing.T, cluster string) *local.Provider {
 	t.Helper()
 	testenv.RequireDocker(t)
-	p, err := local.New(cluster)
+	// The cleanup below ends every container of the cluster: the name is
+	// this run's alone.
+	p, err := local.New(cluster + "-" + randomUID(t)[:6])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +49,8 @@ func TestLaunchIsIdempotentPerTokenAndListSeesOnlyItsCluster(t *testing.T) {
 	ctx := context.Background()
 	a := newProvider(t, "cluster-a-"+t.Name()[:8])
 	b := newProvider(t, "cluster-b-"+t.Name()[:8])
-	req := provider.LaunchRequest{Deployment: "web", UID: "0123456789abcdef", Attempt: 1, Token: provider.Token("0123456789abcdef", 1),
+	uid := randomUID(t)
+	req := provider.LaunchRequest{Deployment: "web", UID: uid, Attempt: 1, Token: provider.Token(uid, 1),
 		Image: image, Env: map[string]string{"K": "v"}}
 	first, err := a.Launch(ctx, req)
 	if err != nil {
@@ -63,7 +80,8 @@ func TestLaunchIsIdempotentPerTokenAndListSeesOnlyItsCluster(t *testing.T) {
 
 func TestMissingImageIsAnInvalidLaunch(t *testing.T) {
 	p := newProvider(t, "cluster-img")
-	_, err := p.Launch(context.Background(), provider.LaunchRequest{Deployment: "x", UID: "u", Attempt: 1, Token: "u-1", Image: "no-such-image:nope"})
+	uid := randomUID(t)
+	_, err := p.Launch(context.Background(), provider.LaunchRequest{Deployment: "x", UID: uid, Attempt: 1, Token: provider.Token(uid, 1), Image: "no-such-image:nope"})
 	if !errors.Is(err, provider.ErrInvalid) {
 		t.Errorf("err = %v, want ErrInvalid", err)
 	}
@@ -78,7 +96,8 @@ func TestAKilledContainerIsTakenAwayAndAnExitedOneCrashed(t *testing.T) {
 	p := newProvider(t, "cluster-crash")
 	launch := func(name string, env map[string]string) provider.VM {
 		t.Helper()
-		vm, err := p.Launch(ctx, provider.LaunchRequest{Deployment: name, UID: name + "-uid", Attempt: 1, Token: provider.Token(name+"-uid", 1), Image: image, Env: env})
+		uid := randomUID(t)
+		vm, err := p.Launch(ctx, provider.LaunchRequest{Deployment: name, UID: uid, Attempt: 1, Token: provider.Token(uid, 1), Image: image, Env: env})
 		if err != nil {
 			t.Fatal(err)
 		}
