@@ -56,26 +56,32 @@ var (
 )
 
 // RequireDemoImage builds DemoImage once per test binary, from the demo
-// program compiled statically, and returns its tag.
+// program compiled statically, and returns its tag. Every checkout builds
+// the same image from the same source (the engine's build cache hands
+// back the image it made before), so that the tag never moves under
+// another suite that runs or pushes it.
 func RequireDemoImage(t testing.TB) string {
 	t.Helper()
 	c := RequireDocker(t)
-	buildOnce.Do(func() { buildErr = buildDemo(c) })
+	buildOnce.Do(func() { buildErr = buildDemo(c, RepoRoot()) })
 	if buildErr != nil {
 		t.Fatalf("build %s: %v", DemoImage, buildErr)
 	}
 	return DemoImage
 }
 
-func buildDemo(c *client.Client) error {
+// buildDemo builds DemoImage from the module checked out at root.
+func buildDemo(c *client.Client, root string) error {
 	dir, err := os.MkdirTemp("", "demo")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
 	bin := filepath.Join(dir, "demo")
-	cmd := exec.Command("go", "build", "-o", bin, "./examples/demo")
-	cmd.Dir = RepoRoot()
+	// -trimpath and no VCS stamp: the program holds no trace of where it
+	// was checked out.
+	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-o", bin, "./examples/demo")
+	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build examples/demo: %v\n%s", err, out)
@@ -84,7 +90,7 @@ func buildDemo(c *client.Client) error {
 	if err != nil {
 		return err
 	}
-	dockerfile, err := os.ReadFile(filepath.Join(RepoRoot(), "examples", "demo", "Dockerfile"))
+	dockerfile, err := os.ReadFile(filepath.Join(root, "examples", "demo", "Dockerfile"))
 	if err != nil {
 		return err
 	}
