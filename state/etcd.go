@@ -51,7 +51,7 @@ type Etcd struct {
 	closed  chan struct{}
 	once    *sync.Once
 	// onCommit is EtcdOptions.OnCommit.
-	onCommit func(fenced bool)
+	onCommit func(fenced bool, rev int64)
 }
 
 // EtcdOptions say where the store is and how to open it.
@@ -79,8 +79,11 @@ type EtcdOptions struct {
 	EventTTL time.Duration
 	// OnCommit, when set, is called after each write the store (or a
 	// fenced view of it) commits, objects and events alike, saying
-	// whether it was fenced: the failover tests count a leader's writes.
-	OnCommit func(fenced bool)
+	// whether it was fenced and at which etcd revision it committed: the
+	// failover tests check that a leader's writes end where another's
+	// leadership begins (the revision orders them; the moment the writer
+	// hears back does not).
+	OnCommit func(fenced bool, rev int64)
 }
 
 // Fence is a leader's hold on the store: the leader key of an etcd
@@ -298,9 +301,9 @@ func (s *Etcd) Close() error {
 	return err
 }
 
-func (s *Etcd) committed() {
+func (s *Etcd) committed(rev int64) {
 	if s.onCommit != nil {
-		s.onCommit(s.fence != nil)
+		s.onCommit(s.fence != nil, rev)
 	}
 }
 
@@ -366,7 +369,7 @@ func (b etcdBackend) update(ctx context.Context, fn func(kvWriter, string) ([]Wa
 			return "", fmt.Errorf("write etcd: %w", err)
 		}
 		if cresp.Succeeded {
-			s.committed()
+			s.committed(cresp.Header.Revision)
 			return strconv.FormatInt(cresp.Header.Revision, 10), nil
 		}
 		if err := s.CheckFence(ctx); err != nil {
@@ -570,7 +573,7 @@ func (s *Etcd) RecordEvent(ctx context.Context, ref manifests.ObjectRef, ev Even
 			return fmt.Errorf("write etcd: %w", err)
 		}
 		if cresp.Succeeded {
-			s.committed()
+			s.committed(cresp.Header.Revision)
 			return nil
 		}
 		if err := s.CheckFence(ctx); err != nil {

@@ -96,7 +96,7 @@ type Config struct {
 	Listen                  string
 	TLSCertFile, TLSKeyFile string
 	// onCommit is told of each write committed to etcd (tests).
-	onCommit func(fenced bool)
+	onCommit func(fenced bool, rev int64)
 }
 
 // MemoryLimit is the control plane process's soft memory limit

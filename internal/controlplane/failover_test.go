@@ -247,6 +247,8 @@ type plane struct {
 	done    chan error
 	commits atomic.Int64
 	fenced  atomic.Int64
+	// lastFenced is the etcd revision of its latest fenced write.
+	lastFenced atomic.Int64
 }
 
 // team is a 3-member etcd cluster, one cloud and the keys that every
@@ -283,6 +285,23 @@ func newTeam(t testing.TB) *team {
 	return &team{etcd: c, cloud: newFakeCloud(), keyFile: keyFile, boxKey: box}
 }
 
+// revision is etcd's current revision, read straight from the cluster.
+func (tm *team) revision(t testing.TB) int64 {
+	t.Helper()
+	c, err := tm.etcd.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := c.Get(ctx, "anycloud-test-revision")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Header.Revision
+}
+
 // start runs a control plane named name on the team's store, through its
 // own gate, and waits until it serves.
 func (tm *team) start(t testing.TB, name string, lease time.Duration) *plane {
@@ -304,10 +323,16 @@ func (tm *team) start(t testing.TB, name string, lease time.Duration) *plane {
 		Resync: 2 * time.Second, OrphanGrace: time.Hour,
 		Store: "etcd://" + strings.Join(p.gate.addrs, ","), CipherKeyFile: tm.keyFile,
 		LeaderLease: lease, Name: name, Providers: cloudProviders{tm.cloud, name},
-		onCommit: func(fenced bool) {
+		onCommit: func(fenced bool, rev int64) {
 			p.commits.Add(1)
 			if fenced {
 				p.fenced.Add(1)
+				for {
+					last := p.lastFenced.Load()
+					if rev <= last || p.lastFenced.CompareAndSwap(last, rev) {
+						break
+					}
+				}
 			}
 		},
 	}
@@ -575,19 +600,22 @@ func TestPausedLeaderMakesNoWriteAndNoCloudCallAfterItWakes(t *testing.T) {
 	pausedAt := time.Now()
 	bLeads := waitFor(t, "b to lead", 15*time.Second, func() bool { return leader(b) == "b" })
 	t.Logf("b leads %.2fs after a was paused", bLeads.Sub(pausedAt).Seconds())
+	// b's leadership began at or before this revision: no fenced write of
+	// a's may commit after it. (A write a sent before its lease lapsed may
+	// be answered only once a wakes: when a hears back does not order it.)
+	bSince := tm.revision(t)
 	// Work that a, paused, would have done: b does it.
 	apply(b.client, "three")
 	waitFor(t, "b to launch three", 15*time.Second, func() bool { return converged(b.client, []string{"one", "two", "three"}) })
 
-	fencedBefore := a.fenced.Load()
 	wokeAt := time.Now()
 	a.gate.resume()
 	// a finds out, and follows.
 	waitFor(t, "a to see b lead", 15*time.Second, func() bool { return leader(a) == "b" })
 	apply(a.client, "four") // a follower's API still writes (unfenced)
 	waitFor(t, "b to launch four", 15*time.Second, func() bool { return converged(b.client, []string{"one", "two", "three", "four"}) })
-	if n := a.fenced.Load() - fencedBefore; n != 0 {
-		t.Errorf("the paused leader committed %d fenced writes after it woke", n)
+	if last := a.lastFenced.Load(); last > bSince {
+		t.Errorf("the paused leader committed a fenced write at revision %d, after b led (by revision %d)", last, bSince)
 	}
 	if calls := tm.cloud.callsBy("a", bLeads); len(calls) > 0 {
 		t.Errorf("the paused leader made %d cloud calls after b took over (it woke %s after): %v", len(calls), wokeAt.Sub(bLeads), calls)
