@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bufio"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
@@ -397,12 +395,11 @@ func readTokenLine(in io.Reader) (string, error) {
 	if in == nil {
 		return "", usageErrorf("--token-stdin: no standard input")
 	}
-	line, err := bufio.NewReader(in).ReadString('\n')
-	token := strings.TrimSpace(line)
+	token, err := stdinLine(in)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("read the token from stdin: %w", err)
+	}
 	if token == "" {
-		if err != nil && !errors.Is(err, io.EOF) {
-			return "", fmt.Errorf("read the token from stdin: %w", err)
-		}
 		return "", usageErrorf("--token-stdin: standard input holds no token")
 	}
 	return token, nil

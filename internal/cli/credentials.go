@@ -1,11 +1,9 @@
 package cli
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -126,9 +124,8 @@ func (o *CredentialsNewOptions) Run(ctx context.Context) error {
 	if o.AccessKeyID != "" {
 		var secret string
 		if o.SecretFromStdin {
-			line, err := bufio.NewReader(o.f.IO.In).ReadString('\n')
-			secret = strings.TrimSpace(line)
-			if secret == "" && err != nil {
+			var err error
+			if secret, err = stdinLine(o.f.IO.In); err != nil {
 				return fmt.Errorf("read the secret access key from stdin: %w", err)
 			}
 		} else {

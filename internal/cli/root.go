@@ -5,6 +5,7 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -33,6 +34,22 @@ type IOStreams struct {
 	// Getenv reads the environment: --from-env, fromEnv and
 	// ANYCLOUD_HOME.
 	Getenv func(string) string
+}
+
+// stdinLine is the first line of in, trimmed: how a secret comes on
+// standard input (--secret-access-key-stdin, --token-stdin) rather than
+// as a flag. err is the read's failure when no line came (io.EOF for
+// empty input).
+func stdinLine(in io.Reader) (string, error) {
+	if in == nil {
+		return "", io.EOF
+	}
+	line, err := bufio.NewReader(in).ReadString('\n')
+	line = strings.TrimSpace(line)
+	if line == "" && err != nil {
+		return "", err
+	}
+	return line, nil
 }
 
 // SystemIO returns the process's own streams and environment.

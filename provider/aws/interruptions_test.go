@@ -59,8 +59,6 @@ func (l *listening) hears(t *testing.T, id string) {
 	}
 }
 
-func fields(s string) []string { return strings.Fields(s) }
-
 // waitUntil polls cond until it holds, failing the test after d.
 func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -86,10 +84,10 @@ func TestEachScopeOfOneAccountHasItsOwnQueueAndHearsEveryEvent(t *testing.T) {
 	testenv.AWSCLI(t, moto, "events", "put-rule", "--name", "anycloud-c0ffee-rebalance", "--event-pattern", `{"source":["aws.ec2"]}`)
 
 	queues := func() []string {
-		return fields(testenv.AWSCLI(t, moto, "sqs", "list-queues", "--queue-name-prefix", "anycloud-c0ffee", "--query", "QueueUrls[]", "--output", "text"))
+		return strings.Fields(testenv.AWSCLI(t, moto, "sqs", "list-queues", "--queue-name-prefix", "anycloud-c0ffee", "--query", "QueueUrls[]", "--output", "text"))
 	}
 	rules := func() []string {
-		return fields(testenv.AWSCLI(t, moto, "events", "list-rules", "--name-prefix", "anycloud-c0ffee", "--query", "Rules[].Name", "--output", "text"))
+		return strings.Fields(testenv.AWSCLI(t, moto, "events", "list-rules", "--name-prefix", "anycloud-c0ffee", "--query", "Rules[].Name", "--output", "text"))
 	}
 	// ready: every queue's policy is set, the last step of making it.
 	ready := func(n int) bool {

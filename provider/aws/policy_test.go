@@ -20,6 +20,20 @@ type parsedPolicy struct {
 	}
 }
 
+// parsePolicy reads BucketPolicy's document of buckets.
+func parsePolicy(t *testing.T, buckets ...provider.Bucket) (parsedPolicy, string) {
+	t.Helper()
+	doc, ok := awsprovider.BucketPolicy(buckets)
+	if !ok {
+		t.Fatalf("no policy for %+v", buckets)
+	}
+	var p parsedPolicy
+	if err := json.Unmarshal([]byte(doc), &p); err != nil {
+		t.Fatal(err)
+	}
+	return p, doc
+}
+
 // allows reports whether the policy allows action on resource with the
 // given s3:prefix ("" for none), matching IAM's * wildcard (path.Match's
 // * stops at "/", IAM's does not, so "/" is swapped out first).
@@ -58,14 +72,7 @@ func (p parsedPolicy) allows(action, resource, prefix string) bool {
 // data/imagenet/… and never the sibling data/imagenet2/….
 func TestBucketPolicyTreatsAPrefixAsAFolder(t *testing.T) {
 	for _, prefix := range []string{"imagenet", "imagenet/", "/imagenet/"} {
-		doc, ok := awsprovider.BucketPolicy([]provider.Bucket{{Bucket: "data", Prefix: prefix, ReadWrite: true}})
-		if !ok {
-			t.Fatalf("prefix %q: no policy", prefix)
-		}
-		var p parsedPolicy
-		if err := json.Unmarshal([]byte(doc), &p); err != nil {
-			t.Fatal(err)
-		}
+		p, doc := parsePolicy(t, provider.Bucket{Bucket: "data", Prefix: prefix, ReadWrite: true})
 		for _, c := range []struct {
 			action, resource, prefix string
 			want                     bool
@@ -92,11 +99,7 @@ func TestBucketPolicyTreatsAPrefixAsAFolder(t *testing.T) {
 
 // TestBucketPolicyOfAWholeBucketHasNoCondition: s3://data is every key.
 func TestBucketPolicyOfAWholeBucketHasNoCondition(t *testing.T) {
-	doc, _ := awsprovider.BucketPolicy([]provider.Bucket{{Bucket: "data"}})
-	var p parsedPolicy
-	if err := json.Unmarshal([]byte(doc), &p); err != nil {
-		t.Fatal(err)
-	}
+	p, doc := parsePolicy(t, provider.Bucket{Bucket: "data"})
 	if !p.allows("s3:ListBucket", "arn:aws:s3:::data", "") || !p.allows("s3:GetObject", "arn:aws:s3:::data/any/key", "") {
 		t.Errorf("the whole bucket is not readable: %s", doc)
 	}
